@@ -1,0 +1,124 @@
+"""Synthetic OCT B-scan phantoms with exact fluid masks (numpy only). SYNTHETIC, not patient data.
+
+A phantom is a layered retina (vitreous, NFL, GCL, IPL, INL, OPL, ONL, inner segments,
+IS/OS line, outer segments, RPE, choroid) with a curved foveal pit, dark elliptical cystoid
+pockets inside the inner retina (GCL..ONL), and optionally a dome-shaped subretinal fluid
+pocket above the RPE. Multiplicative speckle (gamma distributed, mean 1, ``looks`` = shape,
+laterally correlated over 3 px) and a small additive noise floor are applied last. Without
+speckle every tissue has the constant level in ``LEVELS`` and fluid is exactly ``FLUID_LEVEL``,
+which no other tissue or blend of neighbouring tissues reaches: tests use that to re-derive
+the fluid mask from a (transformed) clean phantom.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+FLUID_LEVEL = 0.03
+LEVELS = {"vitreous": 0.08, "nfl": 0.80, "gcl": 0.45, "ipl": 0.60, "inl": 0.30, "opl": 0.55,
+          "onl": 0.22, "is": 0.35, "isos": 0.85, "os": 0.40, "rpe": 0.90, "choroid": 0.50,
+          "sclera": 0.15}
+_INNER = (("nfl", 0.15), ("gcl", 0.25), ("ipl", 0.20), ("inl", 0.20), ("opl", 0.20))
+
+
+def _rng(rng_or_seed) -> np.random.Generator:
+    if isinstance(rng_or_seed, np.random.Generator):
+        return rng_or_seed
+    return np.random.default_rng(rng_or_seed)
+
+
+def make_phantom(rng_or_seed, height: int = 496, width: int = 768, *, n_cysts: int | None = None,
+                 subretinal: bool | None = None, speckle: bool = True, looks: float = 3.0):
+    """One synthetic B-scan: (image float32 (H, W) in [0, 1], mask uint8 (H, W) in {0, 1}).
+
+    n_cysts: number of cystoid pockets (None: random 0..6, 0 with probability 0.25);
+    subretinal: add a subretinal pocket (None: with probability 0.2); speckle: apply
+    speckle and noise floor (False gives the clean piecewise-constant phantom).
+    """
+    if height < 32 or width < 32:
+        raise ValueError(f"phantom needs height and width >= 32, got {height} x {width}")
+    rng = _rng(rng_or_seed)
+    H, W = height, width
+    x = np.arange(W, dtype=np.float64)
+    y = np.arange(H, dtype=np.float64)[:, None]
+    xc = W * (0.5 + rng.uniform(-0.08, 0.08))
+    u = (x - xc) / (W / 2)
+    thick = H * rng.uniform(0.22, 0.28)
+    base = H * rng.uniform(0.28, 0.34) + H * rng.uniform(-0.04, 0.04) * u + H * rng.uniform(-0.05, 0.05) * u**2
+    pit = np.exp(-(((x - xc) / (W * rng.uniform(0.05, 0.08))) ** 2))
+    rpe_top = base + thick
+    onl_top = rpe_top - 0.45 * thick
+    ilm = base + rng.uniform(0.3, 0.4) * thick * pit
+    # tissue boundaries from top to bottom, each (W,)
+    bounds, edge = [("vitreous", np.zeros(W))], ilm
+    for name, frac in _INNER:
+        bounds.append((name, edge))
+        edge = edge + frac * (onl_top - ilm)
+    bounds += [("onl", onl_top), ("is", rpe_top - 0.16 * thick), ("isos", rpe_top - 0.08 * thick),
+               ("os", rpe_top - 0.05 * thick), ("rpe", rpe_top), ("choroid", rpe_top + 0.07 * thick),
+               ("sclera", rpe_top + 0.32 * thick)]
+    image = np.zeros((H, W))
+    for name, top in bounds:
+        image[y >= np.round(top)[None, :]] = LEVELS[name]
+
+    mask = np.zeros((H, W), dtype=bool)
+    if n_cysts is None:
+        n_cysts = 0 if rng.random() < 0.25 else int(rng.integers(1, 7))
+    inner_top, inner_bottom = dict(bounds)["gcl"], onl_top + 0.3 * (rpe_top - 0.16 * thick - onl_top)
+    for _ in range(n_cysts):
+        x0 = xc + rng.uniform(-0.3, 0.3) * W
+        i0 = int(np.clip(round(x0), 0, W - 1))
+        room = inner_bottom[i0] - inner_top[i0]
+        b = max(2.0, rng.uniform(0.2, 0.45) * room)
+        y0 = rng.uniform(inner_top[i0] + b, max(inner_top[i0] + b, inner_bottom[i0] - b))
+        a = max(2.5, rng.uniform(0.012, 0.04) * W)
+        t = np.deg2rad(rng.uniform(-20, 20))
+        dx, dy = x[None, :] - x0, y - y0
+        mask |= ((dx * np.cos(t) + dy * np.sin(t)) / a) ** 2 + ((dy * np.cos(t) - dx * np.sin(t)) / b) ** 2 <= 1
+    mask &= (y > ilm[None, :] + 2) & (y < (rpe_top - 0.08 * thick)[None, :] - 2)
+    if subretinal is None:
+        subretinal = rng.random() < 0.2
+    if subretinal:
+        xs, ws = xc + rng.uniform(-0.1, 0.1) * W, rng.uniform(0.05, 0.12) * W
+        h = rng.uniform(0.06, 0.12) * thick * np.clip(1 - ((x - xs) / ws) ** 2, 0, None)
+        mask |= (y >= (rpe_top - h)[None, :]) & (y < rpe_top[None, :] - 0.5) & (h[None, :] >= 1)
+    image[mask] = FLUID_LEVEL
+    if speckle:
+        field = rng.gamma(looks, 1.0 / looks, size=(H, W + 2))
+        field = (field[:, :-2] + field[:, 1:-1] + field[:, 2:]) / 3.0
+        image = image * field + np.abs(rng.normal(0.0, 0.02, size=(H, W)))
+    return np.clip(image, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8)
+
+
+def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height: int = 496,
+                          width: int = 768, seed: int = 0, overwrite: bool = False):
+    """Write a synthetic dataset folder (images/, masks/ 0/255 PNG, index.csv) and return its Path.
+
+    Names are ``phantomSS_scanKK``; index.csv has name, subject ("phantomSS"), bscan_index,
+    height, width, fluid_fraction, n_fluid_components (4-connected), source="synthetic".
+    Scan (s, k) is generated from numpy seed (seed, s, k), so any subset is reproducible.
+    """
+    from pathlib import Path
+
+    from PIL import Image
+    from scipy import ndimage
+
+    from oct_seg.data.readers import atomic_output_dir
+
+    if n_subjects < 1 or per_subject < 1:
+        raise ValueError(f"n_subjects and per_subject must be >= 1, got {n_subjects}, {per_subject}")
+    out, rows = Path(out), []
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        for s in range(1, n_subjects + 1):
+            for k in range(per_subject):
+                image, mask = make_phantom(np.random.default_rng([seed, s, k]), height, width)
+                name = f"phantom{s:02d}_scan{k:02d}"
+                Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp / "images" / f"{name}.png")
+                Image.fromarray(mask * 255).save(tmp / "masks" / f"{name}.png")
+                rows.append(dict(name=name, subject=f"phantom{s:02d}", bscan_index=k, height=height,
+                                 width=width, fluid_fraction=round(float(mask.mean()), 6),
+                                 n_fluid_components=int(ndimage.label(mask)[1]), source="synthetic"))
+        pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
+    return out

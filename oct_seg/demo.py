@@ -1,0 +1,218 @@
+"""`oct-seg demo`: the whole pipeline in a few CPU minutes on synthetic OCT phantoms.
+
+Default network: TransUNet (build_transunet) at 128 x 128 with CNN filters [16, 32, 64],
+3 levels, 4 x 4 patches (so an 8 x 8 token grid), 2 transformer blocks of width 64 (2 heads,
+MLP 128) -- about 0.2 M parameters instead of the paper's ~100 M at 512 x 512.
+Data: 6 phantom subjects x 8 B-scans of 248 x 384 pixels (half the Duke size): subjects 1-4
+train, 5-6 are the held-out test set (their validation curves are only watched: no early
+stopping or checkpoint selection uses them). Loss: the paper's combined loss (Dice + focal
+Tversky + weighted BCE with fluid weight (1 - f) / f from the training masks, capped at 20);
+Adam at 3e-4 (1e-3 collapses to all-background on these phantoms), constant for 60 % of the
+time budget, then cosine-decayed to 10 % so the last epoch's weights are settled. Training stops when the time budget (--minutes, default 3) would be
+exceeded by another epoch. `--quick` shrinks everything (and skips the validation curves)
+to finish in seconds (tests).
+
+Run folder: config.json, model.keras, history.csv, curves.png, test_scores.csv,
+test_scores_noisy.csv (noise std 0.1), summary.csv, comparison.png (truth green, prediction
+red, the 6 test scans with most fluid), predictions/ (`oct-seg predict` output for the test
+B-scans: masks, overlays, fluid CSVs), savedmodel/ (exported), data/ (the phantoms, if made).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SETTINGS = {
+    "default": dict(
+        image_size=(128, 128), batch_size=4, learning_rate=3e-4, minutes=3.0, max_epochs=500,
+        n_subjects=6, n_test_subjects=2, per_subject=8, phantom_size=(248, 384), noise_std=0.1,
+        model_kwargs=dict(filter_num=[16, 32, 64], embed_dim=64, num_mlp=128, num_heads=2,
+                          num_transformer=2, patch_size=(4, 4))),
+    "quick": dict(
+        image_size=(32, 32), batch_size=2, learning_rate=1e-3, minutes=0.2, max_epochs=1,
+        n_subjects=3, n_test_subjects=1, per_subject=2, phantom_size=(40, 48), noise_std=0.1,
+        model_kwargs=dict(filter_num=[4, 8], embed_dim=8, num_mlp=16, num_heads=1,
+                          num_transformer=1, patch_size=(2, 2))),
+}
+LOSS = "combined"
+POS_WEIGHT_CAP = 20.0  # weighted-BCE fluid weight (1 - f) / f, capped: phantoms have f ~ 0.7 %
+HOLD, FINAL_LR = 0.6, 0.1  # constant LR for 60 % of the budget, then cosine down to 10 %
+N_COMPARISON = 6
+
+
+def _time_budget_callback(seconds: float, learning_rate: float):
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Learning rate constant for HOLD of the time budget, then cosine decay to FINAL_LR
+        of it (so the final weights are settled); stop before the epoch that would end
+        after `seconds` from the start of fit."""
+
+        def on_train_begin(self, logs=None):
+            self.start = self.last = time.monotonic()
+            self.stopped_for_time = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            done = min(1.0, (time.monotonic() - self.start) / seconds)
+            decay = max(0.0, (done - HOLD) / (1.0 - HOLD))
+            factor = FINAL_LR + (1.0 - FINAL_LR) * 0.5 * (1.0 + math.cos(math.pi * decay))
+            self.model.optimizer.learning_rate.assign(learning_rate * factor)
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.monotonic()
+            epoch_time, self.last = now - self.last, now
+            if now - self.start + epoch_time > seconds:
+                self.model.stop_training = True
+                self.stopped_for_time = True
+
+    return TimeBudget()
+
+
+def _split(scans, n_test: int):
+    subjects = sorted(scans.index["subject"].unique())
+    if len(subjects) < 2:
+        raise ValueError("the demo needs data from at least 2 subjects (index.csv 'subject')")
+    n_test = min(n_test, len(subjects) - 1)
+    test_subjects = set(subjects[-n_test:])
+    is_test = scans.index["subject"].isin(test_subjects).to_numpy()
+    names = np.asarray(scans.names)
+    return scans.subset(list(names[~is_test])), scans.subset(list(names[is_test]))
+
+
+def _image_files(data_dir: Path, names) -> list[Path]:
+    files = []
+    for name in names:
+        found = sorted((data_dir / "images").glob(f"{name}.*"))
+        if not found:
+            raise FileNotFoundError(f"{data_dir / 'images'}: no image file for scan {name}")
+        files.append(found[0])
+    return files
+
+
+def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overwrite=False,
+             verbose=True) -> dict:
+    """Train, evaluate and export the demo TransUNet into run folder `out`.
+
+    data: labelled data folder (images/, masks/, index.csv) or None for synthetic phantoms.
+    minutes: training time budget (default from SETTINGS). Returns {name: Path} of the
+    outputs plus "summary" (DataFrame) and "seconds" (wall time).
+    """
+    import keras
+    from PIL import Image
+
+    from oct_seg.data.pipeline import make_dataset
+    from oct_seg.data.readers import read_dataset
+    from oct_seg.distribute import seed_everything
+    from oct_seg.evaluate import evaluate_model
+    from oct_seg.export import export_model
+    from oct_seg.losses import get_loss, pos_weight_from_masks
+    from oct_seg.metrics import DiceCoefficient, JaccardIndex, summarize_scores
+    from oct_seg.models.registry import build_model
+    from oct_seg.plots import plot_curves, plot_grid
+    from oct_seg.predict import atomic_dir, predict_files
+
+    started = time.monotonic()
+    s = dict(SETTINGS["quick" if quick else "default"])
+    if minutes is not None:
+        if minutes <= 0:
+            raise ValueError(f"--minutes must be > 0, got {minutes}")
+        s["minutes"] = float(minutes)
+    out = Path(out)
+    say = print if verbose else (lambda *a, **k: None)
+    seed_everything(seed)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        if data is None:
+            from oct_seg.data.phantom import write_phantom_dataset
+
+            h, w = s["phantom_size"]
+            say(f"writing {s['n_subjects']} x {s['per_subject']} synthetic phantom B-scans "
+                f"({h} x {w})")
+            data_dir = write_phantom_dataset(tmp / "data", n_subjects=s["n_subjects"],
+                                             per_subject=s["per_subject"], height=h, width=w,
+                                             seed=seed)
+            data_dir = Path(data_dir)
+        else:
+            data_dir = Path(data)
+        scans = read_dataset(data_dir)
+        train, test = _split(scans, s["n_test_subjects"])
+        size = tuple(s["image_size"])
+        pos_weight = pos_weight_from_masks(train.masks, cap=POS_WEIGHT_CAP)
+        model = build_model("transunet", input_size=size + (1,), n_labels=1,
+                            **s["model_kwargs"])
+        model.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
+                      loss=get_loss(LOSS, pos_weight=pos_weight),
+                      metrics=[DiceCoefficient(name="dice"), JaccardIndex(name="jaccard")])
+        train_ds = make_dataset(train.images, train.masks, image_size=size,
+                                batch_size=s["batch_size"], training=True, augment=True,
+                                seed=seed)
+        test_ds = make_dataset(test.images, test.masks, image_size=size,
+                               batch_size=s["batch_size"], training=False)  # curves only
+        budget = _time_budget_callback(60.0 * s["minutes"], s["learning_rate"])
+        say(f"training TransUNet ({model.count_params():,} parameters, {size[0]} x {size[1]}) "
+            f"on {len(train.names)} B-scans for up to {s['minutes']:g} min")
+        fit_start = time.monotonic()
+        with warnings.catch_warnings():  # Keras notes that tf.data sets shuffle themselves
+            warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+            history = model.fit(train_ds, validation_data=None if quick else test_ds,
+                                epochs=s["max_epochs"], callbacks=[budget],
+                                verbose=2 if verbose else 0)
+        train_seconds = time.monotonic() - fit_start
+        hist = pd.DataFrame(history.history)
+        hist.insert(0, "epoch", np.arange(len(hist)))
+        hist.to_csv(tmp / "history.csv", index=False)
+        plot_curves({"demo": hist}, tmp / "curves.png")
+        model.save(tmp / "model.keras")
+
+        scores = {}
+        for condition, std in (("clean", 0.0), ("noisy", s["noise_std"])):
+            df = evaluate_model(model, test, image_size=size, noise_std=std, seed=seed)
+            df.to_csv(tmp / ("test_scores.csv" if std == 0 else "test_scores_noisy.csv"),
+                      index=False)
+            scores[condition] = df
+        summary = pd.concat({c: summarize_scores(df) for c, df in scores.items()},
+                            names=["condition"])
+        summary.to_csv(tmp / "summary.csv")
+
+        predict_files(model, _image_files(data_dir, test.names), tmp / "predictions",
+                      progress=False)
+        # the comparison figure shows the test scans with the most true fluid
+        fluid = [int(np.count_nonzero(m)) for m in test.masks]
+        shown = sorted(range(len(test.names)), key=lambda i: -fluid[i])[:N_COMPARISON]
+        pred_masks = [np.asarray(Image.open(tmp / "predictions" / "masks" /
+                                            f"{test.names[i]}.png")) > 0 for i in shown]
+        dice = scores["clean"].set_index("name")["dice"]
+        plot_grid([test.images[i] for i in shown], [test.masks[i] for i in shown], pred_masks,
+                  titles=[f"{test.names[i]}  Dice {dice[test.names[i]]:.2f}" for i in shown],
+                  out_png=tmp / "comparison.png")
+        export_model(model, tmp / "savedmodel")
+
+        config = dict(network="transunet", loss=LOSS, pos_weight=pos_weight, seed=seed,
+                      quick=bool(quick),
+                      data=str(data) if data is not None else "synthetic phantoms (data/)",
+                      train_scans=list(train.names), test_scans=list(test.names),
+                      epochs_run=len(hist), stopped_for_time=budget.stopped_for_time,
+                      train_seconds=round(train_seconds, 1),
+                      parameters=int(model.count_params()),
+                      **{k: v for k, v in s.items()})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=list))
+    out = out.absolute()
+    seconds = time.monotonic() - started
+    paths = {name: out / rel for name, rel in (
+        ("run", "."), ("model", "model.keras"), ("savedmodel", "savedmodel"),
+        ("summary_csv", "summary.csv"), ("scores", "test_scores.csv"),
+        ("curves", "curves.png"), ("comparison", "comparison.png"),
+        ("overlays", "predictions/overlays"), ("fluid_csv", "predictions/fluid_areas.csv"))}
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        say(f"\ntest-set scores ({len(test.names)} B-scans of held-out subjects):")
+        say(summary.to_string())
+    say(f"\ndemo finished in {seconds / 60:.1f} min; run folder {paths['run'].resolve()}")
+    for name in ("model", "savedmodel", "summary_csv", "curves", "comparison", "overlays",
+                 "fluid_csv"):
+        say(f"  {name:12s} {paths[name].resolve()}")
+    return dict(paths, summary=summary, seconds=seconds)

@@ -1,0 +1,155 @@
+"""Per-image evaluation of a trained model at the scans' original size.
+
+With ``image_size`` (the training size) each scan is resized exactly as in training
+(``oct_seg.data.pipeline.fit_to_size(..., policy="resize")``), predicted in batches and the
+probability map is resized back (bilinear) to the scan's H x W; without it the scan is
+predicted at its own size by ``oct_seg.inference.predict_image`` (padding for any-size nets).
+The mask is thresholded there and compared with the original mask (``score_table``).
+
+Noisy condition: ``add_gaussian_noise(image, noise_std, seed=(seed, name))`` on the
+original-size image (the seed tuple is hashed with SHA-256), so a given scan gets the same
+noise in every run, fold, subset order and program.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from oct_seg.data.pipeline import add_gaussian_noise, fit_to_size
+from oct_seg.inference import predict_image
+from oct_seg.metrics import score_table, summarize_scores
+
+__all__ = ["evaluate_model", "evaluate_folder", "predict_probabilities", "noise_seed",
+           "summarize_scores"]
+
+
+def noise_seed(seed: int, name: str) -> tuple:
+    """Seed of the noise added to scan ``name``: (seed, name), independent of order."""
+    return (int(seed), str(name))
+
+
+def _as_hw(size) -> tuple[int, int]:
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image_size must be (height, width) of positive ints, got {size}")
+    return size
+
+
+def _fluid_channel(prob: np.ndarray) -> np.ndarray:
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim == 3:
+        if prob.shape[-1] != 1:
+            raise ValueError(
+                f"evaluate_model scores binary fluid masks; the model outputs {prob.shape[-1]} "
+                "channels (build it with n_labels=1)"
+            )
+        prob = prob[..., 0]
+    return prob
+
+
+def predict_probabilities(model, images, image_size=None, batch_size=2) -> list[np.ndarray]:
+    """Fluid probability maps (float32 (H, W), each the size of its input image).
+
+    images: list of float32 (H, W) arrays in [0, 1]. image_size: (h, w) the model was trained
+    at, or None to predict at native size via predict_image.
+    """
+    if image_size is None:
+        return [_fluid_channel(predict_image(model, img, batch_size=1)) for img in images]
+    size = _as_hw(image_size)
+    out = []
+    for start in range(0, len(images), max(1, int(batch_size))):
+        chunk = images[start:start + max(1, int(batch_size))]
+        x = np.stack([np.asarray(fit_to_size(img, size, policy="resize"), np.float32)
+                      .reshape(size + (1,)) for img in chunk])
+        probs = np.asarray(model.predict_on_batch(x))
+        for img, prob in zip(chunk, probs):
+            prob = _fluid_channel(prob)
+            if prob.shape != img.shape[:2]:
+                prob = fit_to_size(prob, img.shape[:2], policy="resize")
+            out.append(prob)
+    return out
+
+
+def evaluate_model(model, scans, image_size=None, noise_std=0.0, seed=0, threshold=0.5,
+                   batch_size=2) -> pd.DataFrame:
+    """Per-image scores of ``model`` on a ScanSet.
+
+    Returns score_table rows (name, dice, jaccard, sensitivity, precision, truth_pixels,
+    pred_pixels) plus ``subject``; dice/jaccard are NaN for scans where truth and prediction
+    are both empty. Summarise with ``summarize_scores(df)``.
+    """
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    names = list(scans.names)
+    images = [np.asarray(img, np.float32) for img in scans.images]
+    if noise_std > 0:
+        images = [np.asarray(add_gaussian_noise(img, noise_std, seed=noise_seed(seed, n)),
+                             np.float32) for img, n in zip(images, names)]
+    probs = predict_probabilities(model, images, image_size=image_size, batch_size=batch_size)
+    truths = [np.asarray(m) > 0 for m in scans.masks]
+    df = score_table(names, truths, probs, threshold=threshold)
+    subjects = dict(zip(scans.index["name"].astype(str), scans.index["subject"]))
+    df.insert(1, "subject", [subjects.get(str(n)) for n in df["name"]])
+    return df
+
+
+def _run_config(model_path: Path) -> dict:
+    """TrainConfig fields from the config.json of the run dir holding model_path, or {}."""
+    for parent in list(model_path.parents)[:3]:
+        cfg = parent / "config.json"
+        if cfg.is_file():
+            return json.loads(cfg.read_text()).get("config", {})
+    return {}
+
+
+def evaluate_folder(model_path, data_dir, out_dir=None, image_size="auto", noise_std="auto",
+                    seed=None, threshold=0.5, batch_size=2) -> pd.DataFrame:
+    """Score a saved model (e.g. RUN_DIR/final/model.keras) on a data folder.
+
+    image_size / noise_std / seed "auto"/None: taken from the run's config.json when the model
+    lies in a run dir (training size, noisy-condition std, seed), else native size, no noise,
+    seed 0. Writes scores_clean.csv (+ scores_noisy.csv) and summary.csv to out_dir when given.
+    Returns the summary: one row per (condition, metric) with mean, std, n, n_skipped.
+    """
+    import keras
+
+    import oct_seg.losses  # noqa: F401  (registers custom objects for loading)
+    import oct_seg.metrics  # noqa: F401
+    import oct_seg.models.registry  # noqa: F401
+    from oct_seg.data.readers import read_dataset
+
+    model_path = Path(model_path).resolve()
+    if not model_path.is_file():
+        raise ValueError(f"model file {model_path} does not exist")
+    cfg = _run_config(model_path)
+    if image_size == "auto":
+        image_size = tuple(cfg["image_size"]) if "image_size" in cfg else None
+    if noise_std == "auto":
+        noise_std = float(cfg.get("noise_std", 0.0))
+    seed = int(cfg.get("seed", 0)) if seed is None else int(seed)
+    model = keras.saving.load_model(str(model_path), compile=False)
+    scans = read_dataset(data_dir)
+    tables = []
+    for cond, std in [("clean", 0.0)] + ([("noisy", noise_std)] if noise_std else []):
+        df = evaluate_model(model, scans, image_size=image_size, noise_std=std, seed=seed,
+                            threshold=threshold, batch_size=batch_size)
+        if out_dir is not None:
+            _write_csv(Path(out_dir) / f"scores_{cond}.csv", df)
+        summ = summarize_scores(df).rename_axis("metric").reset_index()
+        summ.insert(0, "condition", cond)
+        tables.append(summ)
+    summary = pd.concat(tables, ignore_index=True)
+    if out_dir is not None:
+        _write_csv(Path(out_dir) / "summary.csv", summary)
+    return summary
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)

@@ -1,0 +1,166 @@
+"""Overlap metrics: Keras set-level Dice / Jaccard and numpy per-case evaluation tables.
+
+Binarisation everywhere: a prediction pixel is fluid when p > threshold (default 0.5, so
+p = 0.5 exactly is background); a truth pixel is fluid when its value is > 0.5.
+
+Keras metrics accumulate TP, FP, FN over every batch of the evaluation (float64 state, summed
+across replicas under tf.distribute), so ``result()`` is the global Dice / Jaccard of the set.
+A set with no fluid in truth and prediction (TP + FP + FN = 0) gives 1.0: nothing was missed
+or invented, and a number (not NaN) keeps early stopping and checkpoint monitoring working.
+
+Per-case numpy scores follow nnU-Net: a B-scan whose truth and prediction are both empty gets
+NaN Dice / Jaccard (excluded from means, counted as skipped). Exactly:
+    dice        = 2 TP / (2 TP + FP + FN)  NaN iff truth and prediction are both empty
+    jaccard     = TP / (TP + FP + FN)      NaN iff truth and prediction are both empty
+    sensitivity = TP / (TP + FN)           NaN iff truth is empty
+    precision   = TP / (TP + FP)           NaN iff prediction is empty
+"""
+import numpy as np
+import pandas as pd
+import keras
+from keras import ops
+
+SCORE_NAMES = ("dice", "jaccard", "sensitivity", "precision")
+
+
+class _OverlapMetric(keras.metrics.Metric):
+    """Accumulates thresholded TP, FP, FN over all update_state calls."""
+
+    def __init__(self, threshold=0.5, from_logits=False, ignore_background=False,
+                 name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = float(threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1]; got {threshold}")
+        self.from_logits = bool(from_logits)
+        self.ignore_background = bool(ignore_background)
+        self.tp = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="tp")
+        self.fp = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="fp")
+        self.fn = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="fn")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """y_true, y_pred (B, H, W, C) (y_true may be (B, H, W) for C = 1); sample_weight (B,)
+        per image or broadcastable to y_pred."""
+        y_pred = ops.cast(y_pred, "float32")
+        y_true = ops.cast(y_true, "float32")
+        if len(y_true.shape) == len(y_pred.shape) - 1 and y_pred.shape[-1] == 1:
+            y_true = ops.expand_dims(y_true, -1)
+        if self.from_logits:
+            y_pred = ops.sigmoid(y_pred) if y_pred.shape[-1] == 1 else ops.softmax(y_pred, -1)
+        pred = ops.cast(y_pred > self.threshold, "float32")
+        truth = ops.cast(y_true > 0.5, "float32")
+        if self.ignore_background and pred.shape[-1] is not None and pred.shape[-1] > 1:
+            pred, truth = pred[..., 1:], truth[..., 1:]
+        weight = ops.ones_like(pred)
+        if sample_weight is not None:
+            sample_weight = ops.cast(sample_weight, "float32")
+            if len(sample_weight.shape) == 1:
+                sample_weight = ops.reshape(sample_weight, (-1,) + (1,) * (len(pred.shape) - 1))
+            weight = weight * sample_weight
+        self.tp.assign_add(ops.cast(ops.sum(weight * truth * pred), "float64"))
+        self.fp.assign_add(ops.cast(ops.sum(weight * (1.0 - truth) * pred), "float64"))
+        self.fn.assign_add(ops.cast(ops.sum(weight * truth * (1.0 - pred)), "float64"))
+
+    def _ratio(self, numerator, denominator):
+        """numerator / denominator, 1.0 when the denominator is 0 (all-empty set)."""
+        empty = denominator <= 0
+        value = ops.where(empty, 1.0, numerator / ops.where(empty, 1.0, denominator))
+        return ops.cast(value, self.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(threshold=self.threshold, from_logits=self.from_logits,
+                      ignore_background=self.ignore_background)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="oct_seg")
+class DiceCoefficient(_OverlapMetric):
+    """Global Dice of the set, 2 TP / (2 TP + FP + FN) at ``threshold``; 1.0 if all empty.
+
+    Args: threshold (p > threshold is fluid), from_logits (sigmoid / softmax first),
+    ignore_background (drop class 0 when C > 1; with C > 1 the counts of the classes are
+    pooled), name, dtype.
+    """
+
+    def __init__(self, threshold=0.5, from_logits=False, ignore_background=False,
+                 name="dice", dtype=None):
+        super().__init__(threshold, from_logits, ignore_background, name=name, dtype=dtype)
+
+    def result(self):
+        return self._ratio(2.0 * self.tp, 2.0 * self.tp + self.fp + self.fn)
+
+
+@keras.saving.register_keras_serializable(package="oct_seg")
+class JaccardIndex(_OverlapMetric):
+    """Global Jaccard (IoU) of the set, TP / (TP + FP + FN); 1.0 if all empty. Args as Dice."""
+
+    def __init__(self, threshold=0.5, from_logits=False, ignore_background=False,
+                 name="jaccard", dtype=None):
+        super().__init__(threshold, from_logits, ignore_background, name=name, dtype=dtype)
+
+    def result(self):
+        return self._ratio(self.tp, self.tp + self.fp + self.fn)
+
+
+def _binary_pair(truth, pred, threshold):
+    truth = np.asarray(truth)
+    pred = np.asarray(pred)
+    if truth.shape != pred.shape:
+        truth, pred = np.squeeze(truth), np.squeeze(pred)
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth and prediction shapes differ: {truth.shape} vs {pred.shape}")
+    return truth > 0.5, pred > threshold
+
+
+def _div(numerator, denominator):
+    return float(numerator) / denominator if denominator > 0 else float("nan")
+
+
+def case_scores(truth, pred, threshold=0.5):
+    """Scores of one B-scan: dict(dice, jaccard, sensitivity, precision) (NaN rules: module doc).
+
+    truth: mask (H, W) or (H, W, C), fluid where > 0.5; pred: probabilities (or a binary mask)
+    of the same shape up to singleton axes, fluid where > threshold.
+    """
+    t, p = _binary_pair(truth, pred, threshold)
+    tp = np.count_nonzero(t & p)
+    fp = np.count_nonzero(~t & p)
+    fn = np.count_nonzero(t & ~p)
+    return {
+        "dice": _div(2 * tp, 2 * tp + fp + fn),
+        "jaccard": _div(tp, tp + fp + fn),
+        "sensitivity": _div(tp, tp + fn),
+        "precision": _div(tp, tp + fp),
+    }
+
+
+def score_table(names, truths, probs, threshold=0.5):
+    """One row per case: name, dice, jaccard, sensitivity, precision, truth_pixels, pred_pixels."""
+    names, truths, probs = list(names), list(truths), list(probs)
+    if not len(names) == len(truths) == len(probs):
+        raise ValueError(f"names, truths and probs must have the same length; got "
+                         f"{len(names)}, {len(truths)}, {len(probs)}")
+    rows = []
+    for name, truth, prob in zip(names, truths, probs):
+        t, p = _binary_pair(truth, prob, threshold)
+        rows.append({"name": name, **case_scores(t, p, threshold=0.5),
+                     "truth_pixels": int(np.count_nonzero(t)),
+                     "pred_pixels": int(np.count_nonzero(p))})
+    columns = ["name", *SCORE_NAMES, "truth_pixels", "pred_pixels"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize_scores(df):
+    """Per metric (rows dice, jaccard, sensitivity, precision): mean and std (ddof=1) over
+    the non-NaN cases, n (cases used) and n_skipped (NaN cases)."""
+    missing = [c for c in SCORE_NAMES if c not in df.columns]
+    if missing:
+        raise ValueError(f"score table lacks columns {missing}; expected score_table's output")
+    rows = {}
+    for metric in SCORE_NAMES:
+        values = pd.to_numeric(df[metric], errors="raise").astype(float)
+        used = values.dropna()
+        rows[metric] = {"mean": used.mean(), "std": used.std(ddof=1), "n": int(used.size),
+                        "n_skipped": int(values.size - used.size)}
+    return pd.DataFrame.from_dict(rows, orient="index")[["mean", "std", "n", "n_skipped"]]

@@ -1,0 +1,260 @@
+"""Read B-scan images and vendor OCT volumes into one form: a list of grey B-scans + geometry.
+
+Supported inputs (by file extension, case-insensitive):
+
+======================  ==========================  ==========================================
+extension               reader                      geometry taken from the file
+======================  ==========================  ==========================================
+.png .jpg .jpeg .bmp    oct_seg.data.readers        none (pixels only, unless --spacing)
+.tif .tiff
+.vol (Heidelberg)       this module (HE .vol spec)  lateral ScaleX, axial ScaleZ, B-scan
+                                                    spacing Distance (all mm)
+.e2e (Heidelberg)       oct-converter E2E           axial only (oct-converter fills lateral and
+                                                    B-scan spacing with fixed guesses, which are
+                                                    ignored): pixels only, unless --spacing
+.fds / .fda (Topcon)    oct-converter FDS / FDA     lateral, B-scan spacing and axial from the
+                                                    PARAM_SCAN chunk (when present)
+.img (Zeiss Cirrus)     oct-converter IMG           none; B-scan size must be given
+                                                    (default 1024 x 512)
+======================  ==========================  ==========================================
+
+oct-converter 0.7.0 has no .vol reader, so Heidelberg .vol files are read here following the
+published layout (2048-byte file header, SLO image, then per B-scan a header + float32 data).
+Its Topcon readers call the binary `np.fromstring` removed in NumPy 2.3; they are run with a
+module-local shim (`_numpy_shim`) until oct-converter fixes it.
+
+Every B-scan is returned as float32 (H, W) in [0, 1] (H = depth/axial, W = A-scans/lateral):
+.vol reflectivities are shown with the usual fourth-root display transform, integer data is
+divided by the volume's maximum, float data outside [0, 1] is min-max scaled per volume.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VOLUME_EXTENSIONS = (".vol", ".e2e", ".fds", ".fda", ".img")
+
+_VOL_HEADER_SIZE = 2048
+_VOL_INVALID = 1e30  # .vol marks missing samples with FLT_MAX (3.4e38)
+
+
+@dataclass(frozen=True)
+class Spacing:
+    """Physical pixel geometry in mm; None where the file does not say.
+
+    lateral_mm: A-scan spacing along a B-scan (width axis); axial_mm: depth per pixel
+    (height axis); bscan_mm: distance between neighbouring B-scans of a volume.
+    """
+
+    lateral_mm: float | None = None
+    axial_mm: float | None = None
+    bscan_mm: float | None = None
+    source: str = ""
+
+    @property
+    def pixel_area_mm2(self) -> float | None:
+        """Area of one B-scan pixel in mm^2 (lateral x axial), None when either is unknown."""
+        if _known(self.lateral_mm) and _known(self.axial_mm):
+            return self.lateral_mm * self.axial_mm
+        return None
+
+
+@dataclass
+class Volume:
+    """One input's B-scans: float32 (H, W) arrays in [0, 1], in acquisition order."""
+
+    name: str
+    path: Path
+    bscans: list = field(default_factory=list)
+    spacing: Spacing = field(default_factory=Spacing)
+
+
+def _known(value) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def is_supported(path) -> bool:
+    """True when the file extension is a readable B-scan image or volume."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS + VOLUME_EXTENSIONS
+
+
+def read_input(path, img_shape=(1024, 512)) -> list[Volume]:
+    """Read an image or vendor volume file -> list of Volume (E2E files may hold several).
+
+    img_shape: (rows, cols) of one Zeiss .img B-scan (the file does not store it).
+    Raises FileNotFoundError / ValueError with a message naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input file not found")
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTENSIONS:
+        return [Volume(path.stem, path, [_read_image(path)], Spacing(source="none in file"))]
+    readers = {".vol": _read_vol, ".e2e": _read_e2e, ".fds": _read_topcon,
+               ".fda": _read_topcon, ".img": lambda p: _read_img(p, img_shape)}
+    if ext not in readers:
+        raise ValueError(
+            f"{path}: unsupported input type '{ext or '(none)'}'; use a B-scan image "
+            f"({', '.join(IMAGE_EXTENSIONS)}) or a volume ({', '.join(VOLUME_EXTENSIONS)})")
+    try:
+        volumes = readers[ext](path)
+    except Exception as err:  # vendor parsers fail in many ways on foreign/corrupt files
+        if str(err).startswith(str(path)):  # already a message of this module
+            raise
+        raise ValueError(f"{path}: cannot read as a {ext} OCT volume "
+                         f"({type(err).__name__}: {err})") from err
+    volumes = [v for v in volumes if v.bscans]
+    if not volumes:
+        raise ValueError(f"{path}: the file holds no OCT B-scans")
+    return volumes
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from oct_seg.data.readers import read_image
+
+    try:
+        image = read_image(path)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"{path}: expected a grey 2-D B-scan, got an array of shape {image.shape}")
+    return image
+
+
+def to_unit_range(bscans) -> list[np.ndarray]:
+    """Scale a volume's B-scans to float32 [0, 1] with one scale for the whole volume."""
+    arrays = [np.asarray(b) for b in bscans]
+    if not arrays:
+        return []
+    stack_max = max(float(np.nanmax(a)) for a in arrays)
+    stack_min = min(float(np.nanmin(a)) for a in arrays)
+    if np.issubdtype(arrays[0].dtype, np.integer):
+        scale = stack_max if stack_max > 0 else 1.0
+        return [(a.astype(np.float32) / scale).clip(0, 1) for a in arrays]
+    if stack_min >= 0.0 and stack_max <= 1.0:
+        return [np.nan_to_num(a.astype(np.float32)) for a in arrays]
+    span = stack_max - stack_min if stack_max > stack_min else 1.0
+    return [np.nan_to_num(((a - stack_min) / span).astype(np.float32)).clip(0, 1)
+            for a in arrays]
+
+
+# ----------------------------------------------------------------- Heidelberg .vol (own reader)
+def read_vol_header(path) -> dict:
+    """The fields of a Heidelberg .vol file header needed to read B-scans and geometry."""
+    with open(path, "rb") as f:
+        raw = f.read(_VOL_HEADER_SIZE)
+    if len(raw) < _VOL_HEADER_SIZE or not raw.startswith(b"HSF-OCT"):
+        raise ValueError(f"{path}: not a Heidelberg .vol file (no 'HSF-OCT' header)")
+    size_x, n_bscans, size_z = struct.unpack_from("<3i", raw, 12)
+    scale_x, distance, scale_z = struct.unpack_from("<3d", raw, 24)
+    size_x_slo, size_y_slo = struct.unpack_from("<2i", raw, 48)
+    (bscan_hdr_size,) = struct.unpack_from("<i", raw, 100)
+    return dict(version=raw[:12].rstrip(b"\0").decode("ascii", "replace"), size_x=size_x,
+                n_bscans=n_bscans, size_z=size_z, scale_x=scale_x, distance=distance,
+                scale_z=scale_z, size_x_slo=size_x_slo, size_y_slo=size_y_slo,
+                bscan_hdr_size=bscan_hdr_size)
+
+
+def _read_vol(path: Path) -> list[Volume]:
+    h = read_vol_header(path)
+    if min(h["size_x"], h["n_bscans"], h["size_z"], h["bscan_hdr_size"]) <= 0:
+        raise ValueError(f"{path}: .vol header has non-positive sizes {h}")
+    n_pixels = h["size_x"] * h["size_z"]
+    start = _VOL_HEADER_SIZE + h["size_x_slo"] * h["size_y_slo"]
+    stride = h["bscan_hdr_size"] + 4 * n_pixels
+    expected = start + h["n_bscans"] * stride
+    if path.stat().st_size < expected:
+        raise ValueError(f"{path}: truncated .vol file ({path.stat().st_size} bytes, header "
+                         f"promises {expected})")
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    bscans = []
+    for i in range(h["n_bscans"]):
+        offset = start + i * stride + h["bscan_hdr_size"]
+        raw = np.frombuffer(data[offset:offset + 4 * n_pixels].tobytes(), dtype="<f4")
+        values = raw.reshape(h["size_z"], h["size_x"]).astype(np.float32)
+        values[~(np.abs(values) < _VOL_INVALID)] = 0.0
+        bscans.append(np.power(values.clip(0, 1), 0.25, dtype=np.float32))
+    distance = h["distance"] if h["n_bscans"] > 1 else None
+    spacing = Spacing(h["scale_x"], h["scale_z"], distance, "vol header")
+    return [Volume(path.stem, path, bscans, spacing)]
+
+
+# ------------------------------------------------------------------ oct-converter based readers
+@contextlib.contextmanager
+def _quiet():
+    """oct-converter prints progress/warnings to stdout; keep the CLI output clean."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _read_e2e(path: Path) -> list[Volume]:
+    from oct_converter.readers import E2E
+
+    with _quiet():
+        raw_volumes = E2E(path).read_oct_volume()
+    volumes = []
+    for k, vol in enumerate(raw_volumes):
+        axial = vol.pixel_spacing[1] if vol.pixel_spacing else None
+        spacing = Spacing(None, float(axial) if _known(axial) else None, None,
+                          "e2e (axial only)")
+        name = path.stem if len(raw_volumes) == 1 else f"{path.stem}_vol{k}"
+        volumes.append(Volume(name, path, to_unit_range(vol.volume), spacing))
+    return volumes
+
+
+class _NumpyFromstringShim:
+    """numpy with the binary `fromstring` that oct-converter 0.7.0's Topcon readers still call
+    (removed in NumPy 2.3): delegates everything else to numpy."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def fromstring(data, dtype=float, count=-1, sep=""):
+        if sep:
+            return np.fromstring(data, dtype=dtype, count=count, sep=sep)
+        return np.frombuffer(data, dtype=dtype, count=count).copy()
+
+
+@contextlib.contextmanager
+def _numpy_shim(module):
+    original = module.np
+    module.np = _NumpyFromstringShim()
+    try:
+        yield
+    finally:
+        module.np = original
+
+
+def _read_topcon(path: Path) -> list[Volume]:
+    from oct_converter.readers import fda, fds
+
+    module, reader = (fds, fds.FDS) if path.suffix.lower() == ".fds" else (fda, fda.FDA)
+    with _quiet(), _numpy_shim(module):
+        vol = reader(path).read_oct_volume()
+    spacing = Spacing(source="none in file")
+    if vol.pixel_spacing:
+        lateral, bscan, axial = (float(v) for v in vol.pixel_spacing)
+        spacing = Spacing(lateral, axial, bscan, f"{path.suffix.lower()[1:]} PARAM_SCAN")
+    return [Volume(path.stem, path, to_unit_range(vol.volume), spacing)]
+
+
+def _read_img(path: Path, img_shape) -> list[Volume]:
+    from oct_converter.readers import IMG
+
+    rows, cols = (int(v) for v in img_shape)
+    size = path.stat().st_size
+    if size == 0 or size % (rows * cols):
+        raise ValueError(f"{path}: {size} bytes is not a whole number of {rows} x {cols} "
+                         "B-scans; give the Zeiss scan size with --img-shape ROWS COLS")
+    with _quiet():
+        vol = IMG(path).read_oct_volume(rows=rows, cols=cols)
+    return [Volume(path.stem, path, to_unit_range(vol.volume), Spacing(source="none in file"))]

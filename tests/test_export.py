@@ -1,0 +1,125 @@
+"""Export: SavedModel round trip in a process that never imports oct_seg, ONNX, LiteRT."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from oct_seg.export import export_model, probe_input
+from oct_seg.models.transunet import build_transunet
+from oct_seg.models.unet import build_unet
+from oct_seg.predict import load_model, predict_files
+
+CHECK = Path(__file__).with_name("export_check.py")
+
+
+@pytest.fixture(scope="module")
+def any_size_unet():
+    keras.utils.set_random_seed(0)
+    return build_unet(input_size=(None, None, 1), filter_num=[4, 8], name="tiny_unet")
+
+
+@pytest.fixture(scope="module")
+def saved_unet(any_size_unet, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "unet_sm"
+    assert export_model(any_size_unet, out) == out
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # a normal folder, not mkdtemp's 0700
+    return out
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_savedmodel_reloads_without_oct_seg(saved_unet, any_size_unet, tmp_path):
+    info = json.loads((saved_unet / "oct_seg.json").read_text())
+    assert info["input_shape"] == [None, None, 1] and info["multiple"] == 2
+    x = np.random.default_rng(3).random((2, 24, 40, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", keras.ops.convert_to_numpy(any_size_unet(x)))
+    run = subprocess.run([sys.executable, str(CHECK), str(saved_unet), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["max_abs_diff"] < 1e-5 and report["same_masks"]
+    assert report["oct_seg_imported"] is False and report["output_shape"] == [2, 24, 40, 1]
+
+
+def test_predict_with_savedmodel_equals_keras(saved_unet, any_size_unet, tmp_path):
+    img = (np.random.default_rng(1).random((30, 42)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "b.png")
+    a = predict_files(any_size_unet, [tmp_path / "b.png"], tmp_path / "k", progress=False)
+    b = predict_files(saved_unet, [tmp_path / "b.png"], tmp_path / "s", progress=False)
+    assert a.loc[0, "fluid_pixels"] == b.loc[0, "fluid_pixels"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "k/masks/b.png")),
+                                  np.asarray(Image.open(tmp_path / "s/masks/b.png")))
+
+
+def test_fixed_size_transunet_export(tmp_path):
+    net = build_transunet(input_size=(32, 32, 1), filter_num=[4, 8], embed_dim=8, num_mlp=16,
+                          num_heads=1, num_transformer=1, patch_size=(2, 2), name="tiny_tu")
+    net.save(tmp_path / "tu.keras")
+    out = export_model(tmp_path / "tu.keras", tmp_path / "tu_sm")  # verifies < 1e-5 inside
+    info = json.loads((out / "oct_seg.json").read_text())
+    assert info["input_shape"] == [32, 32, 1]
+    wrapped = load_model(out)
+    x = probe_input(info)
+    np.testing.assert_allclose(wrapped(x), net(x), atol=1e-5)
+
+
+def test_onnx_export(any_size_unet, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    path = export_model(any_size_unet, tmp_path / "onnx", format="onnx")
+    assert path == tmp_path / "onnx" / "model.onnx"
+    session = ort.InferenceSession(str(path))
+    x = np.random.default_rng(2).random((1, 16, 24, 1), dtype=np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(any_size_unet(x)), atol=1e-5)
+
+
+def test_onnx_export_transformer_gelu(tmp_path):
+    """TransUNet's exact GELU becomes Erfc, which tf2onnx cannot convert; export rewrites it."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    keras.utils.set_random_seed(1)
+    net = build_transunet(input_size=(16, 16, 1), filter_num=[4, 8], embed_dim=8, num_mlp=16,
+                          num_heads=1, num_transformer=1, patch_size=(2, 2), name="tu_onnx")
+    path = export_model(net, tmp_path / "onnx", format="onnx")
+    session = ort.InferenceSession(str(path))
+    x = np.random.default_rng(5).random((2, 16, 16, 1), dtype=np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(net(x)), atol=1e-5)
+
+
+def test_litert_export(any_size_unet, tmp_path):
+    import tensorflow as tf
+
+    path = export_model(any_size_unet, tmp_path / "lite", format="litert")
+    assert path.name == "model.tflite"
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    x = np.random.default_rng(4).random((1, 16, 24, 1), dtype=np.float32)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(any_size_unet(x)), atol=1e-5)
+
+
+def test_export_errors(any_size_unet, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown export format 'pt'"):
+        export_model(any_size_unet, tmp_path / "x", format="pt")
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    with pytest.raises(ValueError, match="ONNX export needs .*tf2onnx.*--format savedmodel"):
+        export_model(any_size_unet, tmp_path / "x", format="onnx")
+    assert not (tmp_path / "x").exists()

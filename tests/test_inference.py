@@ -1,0 +1,124 @@
+"""Any-size inference (oct_seg.inference) and the size machinery of oct_seg.models.blocks."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from oct_seg.inference import input_requirements, predict_image
+from oct_seg.models.blocks import SizeCheck, UpsampleBilinear
+from oct_seg.models.unet import build_unet
+
+
+def _pointwise_model(multiple=8, fixed_size=None, input_hw=(None, None)):
+    """sigmoid(2 * x - 1) per pixel, behind a SizeCheck: output = known function of input."""
+    inp = keras.Input((*input_hw, 1))
+    x = SizeCheck(multiple, fixed_size)(inp)
+    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    out = conv(x)
+    conv.set_weights([np.full((1, 1, 1, 1), 2.0, "float32"), np.array([-1.0], "float32")])
+    return keras.Model(inp, out)
+
+
+def _sig(x):
+    return 1 / (1 + np.exp(-(2 * x - 1)))
+
+
+def test_size_check_message_and_config():
+    with pytest.raises(ValueError) as err:
+        build_unet((100, 100, 1), [2, 2, 2, 2, 2])
+    assert ("unet with 5 levels needs height and width divisible by 16; got 100 x 100 "
+            "(nearest valid to 100: 96 or 112)") in str(err.value)
+    with pytest.raises(ValueError, match="needs a 32 x 48 input; got 64 x 48"):
+        SizeCheck(1, (32, 48))(keras.Input((64, 48, 1)))
+    layer = SizeCheck(4, (32, 48), context="x")
+    clone = SizeCheck.from_config(layer.get_config())
+    assert (clone.multiple, clone.fixed_size, clone.context) == (4, (32, 48), "x")
+
+
+def test_size_check_runtime_for_dynamic_shapes():
+    layer = SizeCheck(8, context="net")
+    fn = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 1))])
+    assert fn(tf.zeros((1, 16, 24, 1))).shape == (1, 16, 24, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="divisible by 8"):
+        fn(tf.zeros((1, 20, 24, 1)))
+    fixed = tf.function(SizeCheck(1, (16, 24), context="vit"),
+                        input_signature=[tf.TensorSpec((None, None, None, 1))])
+    assert fixed(tf.zeros((2, 16, 24, 1))).shape == (2, 16, 24, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="vit needs a 16 x 24 input"):
+        fixed(tf.zeros((1, 16, 32, 1)))
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_upsample_dynamic_shape_matches_tf_resize(tmp_path, mode):
+    inp = keras.Input((None, None, 2))
+    model = keras.Model(inp, UpsampleBilinear(4, mode)(inp))
+    assert model.output_shape == (None, None, None, 2)
+    x = np.random.default_rng(0).random((2, 5, 7, 2)).astype("float32")
+    want = tf.image.resize(x, (20, 28), method=mode).numpy()
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, atol=1e-6)
+    if mode == "nearest":
+        np.testing.assert_array_equal(want, x.repeat(4, axis=1).repeat(4, axis=2))
+    model.export(str(tmp_path / "up"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "up"))
+    np.testing.assert_allclose(served.serve(x).numpy(), want, atol=1e-6)
+
+
+def test_input_requirements():
+    assert input_requirements(build_unet((None, None, 1), [2, 2, 2])) == (4, None)
+    assert input_requirements(_pointwise_model(2, (32, 48))) == (2, (32, 48))
+    inp = keras.Input((None, None, 1))
+    plain = keras.Model(inp, keras.layers.Conv2D(1, 1)(inp))
+    with pytest.raises(ValueError, match="no SizeCheck"):
+        input_requirements(plain)
+    assert input_requirements(plain, multiple=8) == (8, None)
+
+
+def test_pad_path_is_aligned():
+    # a per-pixel model gives f(image) exactly only if padding and cropping line up
+    image = np.random.default_rng(1).random((37, 53)).astype("float32")
+    prob = predict_image(_pointwise_model(8), image)
+    assert prob.shape == (37, 53, 1)
+    np.testing.assert_allclose(prob[..., 0], _sig(image), atol=1e-6)
+    # a static-size any-size net (built at 64 x 64) with mode="pad" runs at native size too
+    static = _pointwise_model(8, input_hw=(64, 64))
+    np.testing.assert_allclose(predict_image(static, image, mode="pad")[..., 0], _sig(image),
+                               atol=1e-6)
+
+
+def test_resize_path_for_fixed_size():
+    # linear ramp: bilinear resizing is exact away from the borders
+    h, w = 50, 70
+    ramp = np.tile(np.linspace(0.1, 0.9, w, dtype="float32"), (h, 1))
+    prob = predict_image(_pointwise_model(1, (32, 48)), ramp)
+    assert prob.shape == (h, w, 1)
+    np.testing.assert_allclose(prob[4:-4, 4:-4, 0], _sig(ramp)[4:-4, 4:-4], atol=2e-3)
+    with pytest.raises(ValueError, match="mode='resize'"):
+        predict_image(_pointwise_model(1, (32, 48)), ramp, mode="pad")
+    with pytest.raises(ValueError, match="mode='pad'"):
+        predict_image(_pointwise_model(8), ramp, mode="resize")
+
+
+def test_input_forms_and_dtypes():
+    model = _pointwise_model(8)
+    rng = np.random.default_rng(2)
+    img8 = rng.integers(0, 256, (3, 20, 30), dtype=np.uint8)
+    batch = predict_image(model, img8, batch_size=2)
+    assert batch.shape == (3, 20, 30, 1) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[..., 0], _sig(img8 / 255.0), atol=1e-6)
+    assert predict_image(model, img8[0][..., None]).shape == (20, 30, 1)
+    assert predict_image(model, img8[..., None]).shape == (3, 20, 30, 1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        predict_image(model, img8.astype("float32"))
+    with pytest.raises(ValueError, match="shape"):
+        predict_image(model, np.zeros((2, 3, 20, 30, 1), "float32"))
+
+
+def test_real_bscan_keeps_its_size(duke_dir):
+    from PIL import Image
+
+    path = sorted((duke_dir / "images").glob("*.png"))[0]
+    image = np.asarray(Image.open(path).convert("L"))
+    model = build_unet((None, None, 1), [2, 4, 4, 4, 4], stack_num_down=1, stack_num_up=1)
+    prob = predict_image(model, image)
+    assert prob.shape == image.shape + (1,)
+    assert image.shape == (496, 768)

@@ -1,0 +1,54 @@
+"""Synthetic phantom: reproducible, masks exact, pockets dark, written as a labelled dataset."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from oct_seg.data import make_phantom, read_dataset, write_phantom_dataset
+from oct_seg.data.phantom import FLUID_LEVEL, LEVELS
+
+
+def test_seeded_and_shapes():
+    a_img, a_mask = make_phantom(3, 64, 96)
+    b_img, b_mask = make_phantom(np.random.default_rng(3), 64, 96)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_mask, b_mask)
+    assert a_img.dtype == np.float32 and a_img.shape == (64, 96) and 0 <= a_img.min() and a_img.max() <= 1
+    assert a_mask.dtype == np.uint8 and set(np.unique(a_mask)) <= {0, 1}
+    assert not np.array_equal(make_phantom(4, 64, 96)[0], a_img)
+
+
+def test_clean_phantom_mask_is_exactly_the_fluid_level():
+    img, mask = make_phantom(0, 128, 192, n_cysts=4, subretinal=True, speckle=False)
+    assert mask.sum() > 50
+    np.testing.assert_array_equal(np.isclose(img, FLUID_LEVEL), mask.astype(bool))
+    levels = np.array(list(LEVELS.values()))
+    others = np.unique(img[mask == 0])
+    assert np.all(np.abs(others[:, None] - levels[None, :]).min(axis=1) < 1e-6)
+    # pockets lie inside the retina: tissue, never vitreous, right above each pocket column
+    for c in np.where(mask.any(axis=0))[0]:
+        top = np.argmax(mask[:, c])
+        assert top > 0 and not np.isclose(img[top - 1, c], LEVELS["vitreous"])
+
+
+def test_speckled_pockets_are_dark_and_fluid_free_scans_exist():
+    img, mask = make_phantom(1, 128, 192, n_cysts=3)
+    retina = (img > 0) & (np.arange(128)[:, None] > 30)
+    assert img[mask == 1].mean() < 0.3 * img[retina & (mask == 0)].mean()
+    empty = [make_phantom(s, 64, 64)[1].sum() == 0 for s in range(12)]
+    assert any(empty) and not all(empty)
+    with pytest.raises(ValueError, match=">= 32"):
+        make_phantom(0, 16, 64)
+
+
+def test_write_phantom_dataset_is_labelled_synthetic(tmp_path):
+    out = write_phantom_dataset(tmp_path / "ph", n_subjects=2, per_subject=3, height=48, width=64, seed=5)
+    index = pd.read_csv(out / "index.csv")
+    assert list(index["name"]) == [f"phantom{s:02d}_scan{k:02d}" for s in (1, 2) for k in range(3)]
+    assert set(index["source"]) == {"synthetic"} and list(index["subject"].unique()) == ["phantom01", "phantom02"]
+    scans = read_dataset(out)
+    img, mask = make_phantom(np.random.default_rng([5, 2, 1]), 48, 64)
+    np.testing.assert_allclose(scans.images[4], img, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_array_equal(scans.masks[4], mask)
+    np.testing.assert_allclose(scans.index["fluid_fraction"], [m.mean() for m in scans.masks], atol=1e-6)
+    with pytest.raises(FileExistsError):
+        write_phantom_dataset(out, n_subjects=1, per_subject=1, height=48, width=64)

@@ -1,0 +1,170 @@
+"""tf.data pipeline: size fitting, joint augmentation, determinism, Gaussian noise."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from oct_seg.data import Augment, add_gaussian_noise, fit_to_size, make_dataset, make_phantom
+from oct_seg.data.phantom import FLUID_LEVEL
+from oct_seg.data.pipeline import GEOMETRY_ONLY
+
+NONE = Augment(rotation=0, shift=0, crop=1.0, flip=False, brightness=0, contrast=0, gamma=0)
+
+
+def _phantoms(n=4, size=(64, 96), speckle=True, seed=0):
+    pairs = [make_phantom(seed + i, *size, n_cysts=3, speckle=speckle) for i in range(n)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _batches(ds):
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+def test_fit_to_size_resize_and_pad_by_hand():
+    checker = np.array([[0, 1], [1, 0]], np.uint8)
+    np.testing.assert_array_equal(fit_to_size(checker, (4, 4), mask=True), np.kron(checker, np.ones((2, 2), np.uint8)))
+    np.testing.assert_allclose(fit_to_size(np.full((10, 30), 0.3, np.float32), (16, 16)), 0.3, atol=1e-6)
+    padded = fit_to_size(np.ones((10, 20), np.float32), (20, 20), policy="pad")
+    assert padded.shape == (20, 20) and padded[5:15].min() == 1 and padded[:5].max() == 0 and padded[15:].max() == 0
+    shrunk = fit_to_size(np.ones((40, 80, 1), np.float32), (20, 20), policy="pad")   # aspect kept: 10 x 20
+    assert shrunk.shape == (20, 20, 1) and shrunk[:, :, 0].sum(axis=0).tolist() == [10.0] * 20
+    m = fit_to_size(np.ones((7, 5), np.uint8), (10, 10), policy="pad", mask=True)
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 1}
+    with pytest.raises(ValueError, match="policy"):
+        fit_to_size(checker, (4, 4), policy="crop")
+
+
+def test_eval_dataset_is_fitted_data_in_order():
+    images, masks = _phantoms(3, (48, 80))
+    ds = make_dataset(images, masks, image_size=(32, 32), batch_size=2)
+    batches = _batches(ds)
+    assert [b[0].shape for b in batches] == [(2, 32, 32, 1), (1, 32, 32, 1)]
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    assert x.dtype == np.float32 and y.dtype == np.float32 and set(np.unique(y)) <= {0.0, 1.0}
+    for i in range(3):
+        np.testing.assert_allclose(x[i, ..., 0], fit_to_size(images[i], (32, 32)), atol=1e-6)
+        np.testing.assert_array_equal(y[i, ..., 0], fit_to_size(masks[i], (32, 32), mask=True))
+    assert len(_batches(make_dataset(images, masks, (32, 32), batch_size=2, drop_remainder=True))) == 1
+    (xp, yp), _ = _batches(make_dataset(images, masks, (32, 32), batch_size=2, policy="pad"))
+    np.testing.assert_allclose(xp[0, ..., 0], fit_to_size(images[0], (32, 32), "pad"), atol=1e-6)
+    assert xp[:, :6].max() == 0 and xp[:, 26:].max() == 0 and yp[:, :6].max() == 0    # 48x80 -> 19x32 + pad
+
+
+def test_same_seed_same_batches_other_seed_and_epoch_differ():
+    images, masks = _phantoms(4)
+
+    def build(seed):
+        return make_dataset(images, masks, (48, 48), batch_size=2, training=True, seed=seed, noise_std=0.02)
+
+    a, b, c = build(7), build(7), build(8)
+    a1, a2 = _batches(a), _batches(a)
+    b1, b2 = _batches(b), _batches(b)
+    for (xa, ya), (xb, yb) in zip(a1 + a2, b1 + b2):
+        # images agree to float32 rounding (TF graph rewrites may differ by 1 ulp under load)
+        np.testing.assert_allclose(xa, xb, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(ya, yb)
+    assert np.abs(a1[0][0] - a2[0][0]).max() > 0.1          # a new epoch, new draws
+    assert np.abs(a1[0][0] - _batches(c)[0][0]).max() > 0.1
+
+
+def test_augmented_mask_sits_on_dark_pockets():
+    images, masks = _phantoms(4, (128, 192))
+    ds = make_dataset(images, masks, (96, 128), batch_size=4, training=True, seed=3)
+    checked = 0
+    for x, y in _batches(ds) + _batches(ds):
+        assert set(np.unique(y)) <= {0.0, 1.0}
+        for i, (xi, yi) in enumerate(zip(x[..., 0], y[..., 0].astype(bool))):
+            inside = ndimage.binary_erosion(yi)
+            if inside.sum() < 5:
+                continue
+            ring = ndimage.binary_dilation(yi, iterations=4) & ~ndimage.binary_dilation(yi, iterations=2)
+            # brightness / contrast shift all levels, so compare differences: pocket << tissue around
+            assert xi[ring].mean() - xi[inside].mean() > 0.2
+            other = y[(i + 1) % 4, ..., 0].astype(bool) & ~ndimage.binary_dilation(yi, iterations=2)
+            if other.sum() >= 5:   # control: another scan's mask is not on this scan's pockets
+                assert xi[other].mean() - xi[inside].mean() > 0.1
+            checked += 1
+    assert checked >= 6
+
+
+def test_augmented_mask_equals_rederived_pocket_mask():
+    images, masks = _phantoms(4, (96, 128), speckle=False, seed=10)
+    ds = make_dataset(images, masks, (96, 128), batch_size=4, training=True, augment=GEOMETRY_ONLY, seed=1)
+    (x, y), = _batches(ds)
+    derived = np.abs(x[..., 0] - FLUID_LEVEL) < 0.004
+    truth = y[..., 0].astype(bool)
+    moved = 0
+    for d, t, m in zip(derived, truth, masks):
+        assert d.sum() > 0.5 * t.sum() > 10
+        band = ndimage.binary_dilation(t, iterations=2) & ~ndimage.binary_erosion(t, iterations=2)
+        assert not np.any((d ^ t) & ~band)
+        moved += not np.array_equal(t, m.astype(bool))
+    assert moved >= 3                                         # the transform did change geometry
+    assert np.any((derived[0] ^ truth[1]) & ~ndimage.binary_dilation(truth[1], iterations=2))
+
+
+def test_flip_only_mirrors_and_none_is_identity():
+    images, masks = _phantoms(4, (40, 56))
+    x0, y0 = _batches(make_dataset(images, masks, (40, 56), batch_size=4))[0]
+    xn, yn = _batches(make_dataset(images, masks, (40, 56), batch_size=4, training=True, shuffle=False,
+                                   augment=NONE, noise_std=0.0))[0]
+    np.testing.assert_allclose(xn, x0, atol=1e-6)
+    np.testing.assert_array_equal(yn, y0)
+    flip = Augment(rotation=0, shift=0, crop=1.0, flip=True, brightness=0, contrast=0, gamma=0)
+    ds = make_dataset(images, masks, (40, 56), batch_size=4, training=True, shuffle=False, augment=flip, seed=2)
+    kinds = set()
+    for _ in range(3):
+        (xf, yf), = _batches(ds)
+        for i in range(4):
+            if np.allclose(xf[i], x0[i], atol=1e-6):
+                kinds.add("same")
+                np.testing.assert_array_equal(yf[i], y0[i])
+            else:
+                np.testing.assert_allclose(xf[i], x0[i, :, ::-1], atol=1e-5)
+                np.testing.assert_array_equal(yf[i], y0[i, :, ::-1])
+                kinds.add("flipped")
+    assert kinds == {"same", "flipped"}
+
+
+def test_add_gaussian_noise_std_seed_and_clipping():
+    grey = np.full((200, 200), 0.5, np.float32)
+    a = add_gaussian_noise(grey, 0.05, "subject01_annot00")
+    np.testing.assert_array_equal(a, add_gaussian_noise(grey, 0.05, "subject01_annot00"))
+    assert not np.array_equal(a, add_gaussian_noise(grey, 0.05, "subject01_annot01"))
+    assert a.dtype == np.float32 and abs((a - grey).std() - 0.05) < 0.002 and abs((a - grey).mean()) < 0.002
+    dark = add_gaussian_noise(np.zeros((100, 100), np.float32), 0.05, 1)
+    assert dark.min() == 0.0 and dark.std() < 0.04                    # clipping lowers the realised std
+    np.testing.assert_array_equal(add_gaussian_noise(grey, 0.0, 0), grey)
+    with pytest.raises(ValueError, match="std"):
+        add_gaussian_noise(grey, -1.0, 0)
+    with pytest.raises(ValueError, match="seed"):
+        add_gaussian_noise(grey, 0.1, -3)
+
+
+def test_noise_in_eval_and_training_modes():
+    grey = [np.full((32, 32), 0.5, np.float32)] * 2
+    masks = [np.zeros((32, 32), np.uint8)] * 2
+    (x, _), = _batches(make_dataset(grey, masks, (32, 32), batch_size=2, noise_std=0.1, seed=4))
+    np.testing.assert_allclose(x[1, ..., 0], add_gaussian_noise(grey[1], 0.1, (4, 1)), atol=1e-6)
+    (xn, _), = _batches(make_dataset(grey, masks, (32, 32), batch_size=2, noise_std=0.1, seed=4,
+                                     names=["a", "b"]))
+    np.testing.assert_allclose(xn[1, ..., 0], add_gaussian_noise(grey[1], 0.1, (4, "b")), atol=1e-6)
+    (xt, _), = _batches(make_dataset(grey, masks, (32, 32), batch_size=2, training=True, augment=False,
+                                     noise_std=0.1, seed=4))
+    assert abs((xt - 0.5).std() - 0.1) < 0.01
+
+
+def test_bad_arguments():
+    images, masks = _phantoms(2, (40, 40))
+    with pytest.raises(ValueError, match="2 images but 1 masks"):
+        make_dataset(images, masks[:1])
+    with pytest.raises(ValueError, match="shape"):
+        make_dataset(images, [masks[0], masks[1][:30]])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        make_dataset([im * 255 for im in images], masks)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_dataset(images, masks, batch_size=0)
+    with pytest.raises(TypeError, match="augment"):
+        make_dataset(images, masks, augment="strong")
+    with pytest.raises(ValueError, match="crop"):
+        Augment(crop=0.0)

@@ -1,0 +1,170 @@
+"""predict_files: masks, overlays, fluid areas / volumes, atomic output, bad inputs.
+
+The arithmetic tests use a "threshold network" whose output is sigmoid(100 x - 50): fluid is
+exactly the set of pixels brighter than 0.5, so every count, area and volume can be computed
+by hand from the input.
+"""
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from oct_seg.models.blocks import SizeCheck
+from oct_seg.predict import (OVERLAY_ALPHA, OVERLAY_COLOURS, fluid_mask, load_model, overlay,
+                             predict_files, volume_table)
+from oct_seg.volumes import Spacing
+from test_volumes import write_vol
+
+
+@pytest.fixture(scope="module")
+def threshold_net():
+    inp = keras.Input((None, None, 1))
+    x = SizeCheck(4, name="size_check")(inp)
+    x = keras.layers.Rescaling(100.0, -50.0)(x)
+    return keras.Model(inp, keras.layers.Activation("sigmoid")(x), name="threshold_net")
+
+
+def _png(path, array):
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _read_png(path):
+    return np.asarray(Image.open(path))
+
+
+def test_volume_areas_and_volume_by_hand(tmp_path, threshold_net):
+    raw = [np.zeros((8, 12), np.float32) for _ in range(3)]
+    raw[0][0, :3] = 1.0         # 3 fluid pixels
+    raw[2][2:4, :5] = 1.0       # 10 fluid pixels; B-scan 1 has none
+    write_vol(tmp_path / "eye.vol", raw, scale_x=0.011, distance=0.125, scale_z=0.0039)
+    out = tmp_path / "pred"
+    areas = predict_files(threshold_net, [tmp_path / "eye.vol"], out, progress=False)
+    assert list(areas["fluid_pixels"]) == [3, 0, 10]
+    pixel_mm2 = 0.011 * 0.0039
+    np.testing.assert_allclose(areas["fluid_area_mm2"], [3 * pixel_mm2, 0, 10 * pixel_mm2])
+    vols = pd.read_csv(out / "fluid_volumes.csv")
+    assert vols.loc[0, "n_bscans"] == 3 and vols.loc[0, "fluid_pixels"] == 13
+    assert vols.loc[0, "fluid_volume_mm3"] == pytest.approx(13 * pixel_mm2 * 0.125)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fluid_areas.csv"), areas,
+                                  check_dtype=False)
+    mask = _read_png(out / "masks" / "eye_b002.png")
+    assert mask.shape == (8, 12) and set(np.unique(mask)) == {0, 255}
+    np.testing.assert_array_equal(mask == 255, raw[2] > 0.5)
+    assert sorted(os.listdir(out / "overlays")) == ["eye_b000.png", "eye_b001.png",
+                                                    "eye_b002.png"]
+
+
+def test_images_any_size_and_spacing_override(tmp_path, threshold_net):
+    rng = np.random.default_rng(0)
+    img = (rng.random((37, 53)) * 255).astype(np.uint8)
+    img[img == 128] = 127  # 128/255 > 0.5 but keep clear of the boundary
+    path = _png(tmp_path / "scan.png", img)
+    areas = predict_files(threshold_net, [path], tmp_path / "a", progress=False)
+    truth = img / 255.0 > 0.5
+    assert areas.loc[0, "fluid_pixels"] == truth.sum()
+    assert np.isnan(areas.loc[0, "fluid_area_mm2"])  # images carry no geometry
+    np.testing.assert_array_equal(_read_png(tmp_path / "a" / "masks" / "scan.png") > 0, truth)
+    areas = predict_files(threshold_net, [path], tmp_path / "b", progress=False,
+                          spacing=Spacing(0.02, 0.005, None))
+    assert areas.loc[0, "fluid_area_mm2"] == pytest.approx(truth.sum() * 0.02 * 0.005)
+    assert np.isnan(pd.read_csv(tmp_path / "b" / "fluid_volumes.csv").loc[0, "fluid_volume_mm3"])
+
+
+def test_threshold_option(tmp_path, threshold_net):
+    img = np.full((8, 8), 0.49, np.float32)  # sigmoid(-1) = 0.269
+    path = _png(tmp_path / "x.png", (img * 255).astype(np.uint8))
+    assert predict_files(threshold_net, [path], tmp_path / "o1", progress=False,
+                         threshold=0.5).loc[0, "fluid_pixels"] == 0
+    assert predict_files(threshold_net, [path], tmp_path / "o2", progress=False,
+                         threshold=0.2).loc[0, "fluid_pixels"] == 64
+
+
+def test_overlay_colour_formula():
+    image = np.array([[0.2, 0.8]], np.float32)
+    labels = np.array([[1, 0]], np.uint8)
+    rgb = overlay(image, labels)
+    want = (1 - OVERLAY_ALPHA) * 0.2 * 255 + OVERLAY_ALPHA * OVERLAY_COLOURS[0]
+    np.testing.assert_array_equal(rgb[0, 0], np.round(want).astype(np.uint8))
+    np.testing.assert_array_equal(rgb[0, 1], [204, 204, 204])
+
+
+def test_fluid_mask_binary_and_multiclass():
+    np.testing.assert_array_equal(fluid_mask(np.array([[0.4, 0.6]])[..., None]), [[0, 1]])
+    probs = np.array([[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]])
+    np.testing.assert_array_equal(fluid_mask(probs), [[0, 2]])
+
+
+def test_volume_table_rule():
+    areas = pd.DataFrame(dict(input=["v"] * 2 + ["i"], volume=["v"] * 2 + ["i"],
+                              fluid_pixels=[4, 6, 5], fluid_area_mm2=[0.5, 0.25, np.nan],
+                              bscan_mm=[0.2, 0.2, np.nan]))
+    table = volume_table(areas).set_index("volume")
+    assert table.loc["v", "fluid_volume_mm3"] == pytest.approx(0.75 * 0.2)
+    assert np.isnan(table.loc["i", "fluid_volume_mm3"])
+
+
+def test_real_bscan_native_size(tmp_path, duke_dir):
+    from oct_seg.models.unet import build_unet
+
+    net = build_unet(input_size=(64, 64, 1), filter_num=[4, 8], name="tiny")
+    names = sorted(os.listdir(duke_dir / "images"))[:2]
+    areas = predict_files(net, [duke_dir / "images" / n for n in names], tmp_path / "p",
+                          progress=False)
+    assert list(areas[["height", "width"]].iloc[0]) == [496, 768]
+    mask = _read_png(tmp_path / "p" / "masks" / names[0])
+    assert mask.shape == (496, 768)
+    assert areas.loc[0, "fluid_pixels"] == np.count_nonzero(mask)
+    assert _read_png(tmp_path / "p" / "overlays" / names[0]).shape == (496, 768, 3)
+
+
+def test_output_folder_is_atomic(tmp_path, threshold_net):
+    good = _png(tmp_path / "good.png", np.zeros((8, 8), np.uint8))
+    bad = tmp_path / "bad.vol"
+    bad.write_bytes(b"HSF-OCT-103" + bytes(3000))  # header with zero sizes
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"bad\.vol"):
+        predict_files(threshold_net, [good, bad], out, progress=False)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        predict_files(threshold_net, [good], out, progress=False)
+    assert os.listdir(out) == ["keep.txt"]
+    predict_files(threshold_net, [good], out, progress=False, overwrite=True)
+    assert sorted(os.listdir(out)) == ["fluid_areas.csv", "fluid_volumes.csv", "masks",
+                                       "overlays"]
+
+
+def test_bad_inputs(tmp_path, threshold_net):
+    with pytest.raises(FileNotFoundError, match="nothere.png"):
+        predict_files(threshold_net, [tmp_path / "nothere.png"], tmp_path / "o")
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"a\.txt: unsupported"):
+        predict_files(threshold_net, [tmp_path / "a.txt"], tmp_path / "o")
+    small = _png(tmp_path / "small.png", np.zeros((3, 40), np.uint8))
+    with pytest.raises(ValueError, match=r"small\.png: 3 x 40 B-scan is smaller"):
+        predict_files(threshold_net, [small], tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_load_model_errors(tmp_path, threshold_net):
+    with pytest.raises(FileNotFoundError, match="none.keras: model not found"):
+        load_model(tmp_path / "none.keras")
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a zip")
+    with pytest.raises(ValueError, match=r"fake\.keras: not a loadable Keras model"):
+        load_model(fake)
+    with pytest.raises(ValueError, match="not a SavedModel"):
+        load_model(tmp_path)
+    (tmp_path / "w.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"w\.txt: not a model file"):
+        load_model(tmp_path / "w.txt")
+    threshold_net.save(tmp_path / "t.keras")
+    loaded = load_model(tmp_path / "t.keras")
+    x = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(loaded(x), threshold_net(x), atol=1e-6)

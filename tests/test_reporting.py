@@ -1,0 +1,173 @@
+"""oct_seg.reporting: tables from run dirs (hand-built fixtures), paper numbers, figures."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oct_seg import reporting as R
+
+
+def _scores(names, truth, pred, dice):
+    return pd.DataFrame({"name": names, "subject": 1, "dice": dice,
+                         "jaccard": [np.nan if np.isnan(d) else d / (2 - d) for d in dice],
+                         "sensitivity": np.nan, "precision": np.nan,
+                         "truth_pixels": truth, "pred_pixels": pred})
+
+
+def _fake_run(root, name, per_fold_val_dice, n_epochs=(3, 2)):
+    """A run dir with summary.csv, fold dirs with fold.json, history.csv and score CSVs."""
+    run = root / name
+    records = []
+    for k, vd in enumerate(per_fold_val_dice):
+        fd = run / f"fold_{k}"
+        fd.mkdir(parents=True)
+        (fd / "fold.json").write_text(json.dumps({"fold": k}))
+        ep = n_epochs[k % len(n_epochs)]
+        pd.DataFrame({"epoch": range(ep), "dice": np.arange(ep) + 10.0 * k,
+                      "val_dice": np.arange(ep) * 2.0, "loss": 1.0, "val_loss": 1.0,
+                      "jaccard": 0.1, "val_jaccard": 0.1}).to_csv(fd / "history.csv", index=False)
+        # two scans: T=10,P=10,d=vd ; T=0,P=0 (both empty, NaN) -> pooled Dice = vd
+        for part in ("train", "val"):
+            for cond in ("clean", "noisy"):
+                _scores(["a", "b"], [10, 0], [10, 0], [vd, np.nan]).to_csv(
+                    fd / f"{part}_scores_{cond}.csv", index=False)
+        for part in ("train", "val"):
+            for cond in ("clean", "noisy"):
+                for metric, v in (("dice", vd), ("jaccard", vd / (2 - vd))):
+                    records.append((part, cond, metric, k, v))
+    long = pd.DataFrame(records, columns=["set", "condition", "metric", "fold", "value"])
+    g = long.groupby(["set", "condition", "metric"])["value"]
+    summ = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n_folds": g.size()}).reset_index()
+    summ.to_csv(run / "summary.csv", index=False)
+    return run
+
+
+def test_paper_numbers_are_exactly_the_confirmed_four():
+    assert R.PAPER["table1"] == {"transunet": {"train_dice": 89.54, "val_dice": 80.40}}
+    assert R.PAPER["table3"] == {"combined": {"train_dice": 95.52, "val_dice": 83.52}}
+    assert R.PAPER["table4"] == {"combined": {"train_dice": 92.79, "val_dice": 67.88}}
+
+
+def test_pooled_scores_against_hand_computed_counts():
+    # scan 1: T=4, P=6, TP=3 -> d=0.6 ; scan 2: T=0, P=2 -> d=0 ; scan 3: both empty
+    df = _scores(["x", "y", "z"], [4, 0, 0], [6, 2, 0], [0.6, 0.0, np.nan])
+    s = R.pooled_scores(df)
+    assert s["dice"] == pytest.approx(2 * 3 / (4 + 6 + 2))
+    assert s["jaccard"] == pytest.approx(3 / (4 + 8 - 3))
+    empty = R.pooled_scores(_scores(["z"], [0], [0], [np.nan]))
+    assert np.isnan(empty["dice"])
+
+
+def test_results_table_and_paper_comparison(tmp_path):
+    run = _fake_run(tmp_path, "transunet__dice", [0.5, 0.7])
+    ours = R.results_table({"transunet": run}, "clean", labels=R.NETWORK_LABELS)
+    row = ours.iloc[0]
+    assert row["n_folds"] == 2
+    assert row["val_dice"] == pytest.approx(60.0)
+    assert row["val_dice_std"] == pytest.approx(100 * np.std([0.5, 0.7], ddof=1))
+    assert row["val_dice_pooled"] == pytest.approx(60.0)
+    assert row["val_jaccard"] == pytest.approx(100 * np.mean([0.5 / 1.5, 0.7 / 1.3]))
+    table = R.compare_with_paper(ours, "table1")
+    assert table.loc["TransUNet", "Dice train (paper)"] == "89.54"
+    assert table.loc["TransUNet", "Dice validation (paper)"] == "80.40"
+    assert table.loc["TransUNet", "Jaccard validation (paper)"] == "not available"
+    assert table.loc["TransUNet", "Dice validation (ours)"] == "60.00 ± 14.14"
+    missing = R.results_table({"unet": tmp_path / "absent"}, "noisy")
+    assert missing.iloc[0]["n_folds"] == 0 and np.isnan(missing.iloc[0]["val_dice"])
+    assert R.compare_with_paper(missing, "table4").iloc[0]["Dice train (ours)"] == "not available"
+    with pytest.raises(ValueError, match="condition"):
+        R.results_table({"x": run}, "blurred")
+    with pytest.raises(ValueError, match="table"):
+        R.compare_with_paper(ours, "table2")
+
+
+def test_mean_history_averages_folds_of_unequal_length(tmp_path):
+    run = _fake_run(tmp_path, "unet__dice", [0.5, 0.7], n_epochs=(3, 2))
+    h = R.mean_history(run)
+    # fold 0: dice 0,1,2 ; fold 1: dice 10,11 -> epoch means 5, 6, 2
+    np.testing.assert_allclose(h["dice"], [5.0, 6.0, 2.0])
+    np.testing.assert_array_equal(h["n_folds"], [2, 2, 1])
+    fig = R.curves_figure({"unet": run}, out_png=tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0 and fig is not None
+
+
+def test_subset_data_keeps_only_the_chosen_subjects(tmp_path):
+    src = tmp_path / "src"
+    for sub in ("images", "masks"):
+        (src / sub).mkdir(parents=True)
+    names = ["s1_a", "s1_b", "s2_a", "s3_a"]
+    for n in names:
+        for sub in ("images", "masks"):
+            (src / sub / f"{n}.png").write_bytes(b"x")
+    pd.DataFrame({"name": names, "subject": [1, 1, 2, 3],
+                  "fluid_fraction": [0.1, 0.3, 0.2, 0.0]}).to_csv(src / "index.csv", index=False)
+    out = R.subset_data(src, tmp_path / "sub", [1, 3])
+    assert sorted(p.stem for p in (out / "images").iterdir()) == ["s1_a", "s1_b", "s3_a"]
+    assert (out / "masks" / "s1_b.png").is_symlink()
+    assert pd.read_csv(out / "index.csv")["subject"].tolist() == [1, 1, 3]
+    assert R.pick_example_scan(out) == "s1_b"
+    pd.DataFrame({"name": ["a", "b"], "subject": [1, 2], "height": [2, 2], "width": [2, 2],
+                  "fluid_fraction": [0.5, 0.0]}).to_csv(tmp_path / "index.csv", index=False)
+    base = R.trivial_baseline(tmp_path)  # scan a: T=2 of N=4 -> Dice 2*2/(2+4); scan b: 0
+    per_image = base.loc["all fluid, per-image mean", "Dice"]
+    assert per_image == pytest.approx(100 * (4 / 6) / 2, abs=0.01)
+    assert base.loc["all fluid, pooled", "Dice"] == pytest.approx(100 * 4 / (2 + 8), abs=0.01)
+    with pytest.raises(ValueError, match="subjects"):
+        R.subset_data(src, tmp_path / "none", [9])
+
+
+def test_experiment_configs_share_settings_and_network_kwargs_modes():
+    cfgs = R.experiment_configs([("transunet", "dice"), ("transunet", "wbce")],
+                                R.network_kwargs("QUICK"), image_size=(32, 48), epochs=1,
+                                n_folds=2)
+    a, b = cfgs[("transunet", "dice")], cfgs[("transunet", "wbce")]
+    assert a.image_size == (32, 48) and a.model_kwargs == b.model_kwargs
+    assert b.loss_kwargs == {"pos_weight": 10.0} and a.loss_kwargs == {"per_image": False}
+    assert R.run_dir_for("/x", "transunet", "dice").name == "transunet__dice"
+    assert set(R.network_kwargs("FULL")) == set(R.NETWORKS)
+    with pytest.raises(ValueError, match="mode"):
+        R.network_kwargs("MEDIUM")
+    with pytest.raises(ValueError, match="no model kwargs"):
+        R.experiment_configs([("vgg", "dice")], R.network_kwargs("QUICK"))
+
+
+def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
+    """Two untrained tiny nets saved as fold models; the grid scores each against the truth."""
+    import keras
+
+    from oct_seg.data.phantom import write_phantom_dataset
+    from oct_seg.data.readers import read_dataset
+    from oct_seg.evaluate import predict_probabilities
+    from oct_seg.metrics import case_scores
+    from oct_seg.models.registry import build_model
+    from oct_seg.train import TrainConfig
+
+    data = write_phantom_dataset(tmp_path / "data", n_subjects=2, per_subject=1, height=40,
+                                 width=56, seed=3)
+    scans = read_dataset(data)
+    scan = R.pick_example_scan(data)
+    runs = {}
+    for seed, name in ((1, "a"), (2, "b")):
+        run = tmp_path / name
+        (run / "fold_0").mkdir(parents=True)
+        (run / "fold_1").mkdir()
+        cfg = TrainConfig(model="unet", model_kwargs={"filter_num": [2, 4]}, image_size=(16, 24),
+                          n_folds=2, noise_std=0.2)
+        (run / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
+        others = [n for n in scans.names if n != scan]
+        (run / "splits.json").write_text(json.dumps([{"train": [scan], "val": others},
+                                                     {"train": others, "val": [scan]}]))
+        keras.utils.set_random_seed(seed)
+        build_model("unet", input_size=(16, 24, 1), filter_num=[2, 4]).save(
+            run / "fold_1" / "model.keras")
+        runs[name] = run
+    fig, df = R.segmentation_grid(runs, data, out_png=tmp_path / "g.png")
+    assert (tmp_path / "g.png").is_file() and list(df["fold"]) == [1, 1]
+    model = keras.saving.load_model(str(runs["b"] / "fold_1" / "model.keras"), compile=False)
+    i = scans.names.index(scan)
+    prob = predict_probabilities(model, [scans.images[i]], image_size=(16, 24))[0]
+    assert df["dice"].iloc[1] == pytest.approx(100 * case_scores(scans.masks[i] > 0, prob)["dice"],
+                                               nan_ok=True)
+    _, noisy = R.segmentation_grid(runs, data, noisy=True)
+    assert len(noisy) == 2

@@ -1,0 +1,153 @@
+"""train / cross_validate on tiny phantoms: run dir contents, resume, mismatch, overwrite,
+determinism, train_final."""
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from oct_seg.data.phantom import write_phantom_dataset
+from oct_seg.data.readers import read_dataset
+from oct_seg.evaluate import evaluate_folder
+from oct_seg.train import TrainConfig, train
+
+TINY = dict(model="unet", model_kwargs={"filter_num": [4, 8], "stack_num_down": 1,
+                                        "stack_num_up": 1},
+            loss="combined", image_size=(32, 32), epochs=2, batch_size=2, n_folds=2,
+            patience=5, noise_std=0.1, augment=True, deterministic=True, seed=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _op_determinism_off_afterwards():
+    yield  # deterministic=True turns TF op determinism on process-wide; restore for others
+    from tensorflow.python.framework import config as tf_config  # no public "disable"
+    tf_config.disable_op_determinism()
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return write_phantom_dataset(tmp_path_factory.mktemp("ph") / "data", n_subjects=4,
+                                 per_subject=2, height=48, width=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cv_run(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cv") / "run"
+    summary = train(phantoms, run, verbose=0, **TINY)
+    return run, summary
+
+
+def test_config_json_round_trip_and_errors():
+    cfg = TrainConfig(**TINY)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.image_size == (32, 32)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"epochz": 3})
+    with pytest.raises(ValueError, match="unknown model"):
+        TrainConfig(model="vnet")
+    with pytest.raises(ValueError, match="folds must be"):
+        TrainConfig(n_folds=5, folds=[5])
+    with pytest.raises(ValueError, match="image_size"):
+        TrainConfig(image_size=(32, 32, 1))
+    with pytest.raises(ValueError, match="unknown training options"):
+        train("x", "y", epoch=3)
+
+
+def test_run_dir_contents(cv_run, phantoms):
+    run, summary = cv_run
+    cfg = json.loads((run / "config.json").read_text())
+    assert TrainConfig.from_dict(cfg) == TrainConfig(**TINY)
+    assert cfg["data_dir"] == str(phantoms.resolve()) and "keras" in cfg["versions"]
+    splits = json.loads((run / "splits.json").read_text())
+    index = read_dataset(phantoms).index.set_index("name")
+    assert sorted(n for s in splits for n in s["val"]) == sorted(index.index)
+    for s in splits:  # by subject: no subject on both sides
+        assert not set(index.loc[s["train"], "subject"]) & set(index.loc[s["val"], "subject"])
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    per_fold = []
+    for k, s in enumerate(splits):
+        fd = run / f"fold_{k}"
+        hist = pd.read_csv(fd / "history.csv")
+        assert list(hist["epoch"]) == [0, 1]
+        assert {"loss", "dice", "jaccard", "val_loss", "val_dice", "val_jaccard",
+                "learning_rate"} <= set(hist.columns)
+        assert (fd / "model.keras").is_file() and not (fd / "backup").exists()
+        for part in ("train", "val"):
+            for cond in ("clean", "noisy"):
+                df = pd.read_csv(fd / f"{part}_scores_{cond}.csv")
+                assert sorted(df["name"]) == sorted(s[part])
+                assert list(df["truth_pixels"]) == [
+                    int((np.asarray(m) > 0).sum()) for m in
+                    read_dataset(phantoms).subset(list(df["name"])).masks]  # 48 x 64 scale
+        per_fold.append(pd.read_csv(fd / "val_scores_clean.csv")["dice"].mean())  # skips NaN
+    row = summary[(summary.set == "val") & (summary.condition == "clean")
+                  & (summary.metric == "dice")].iloc[0]
+    assert row["mean"] == pytest.approx(np.mean(per_fold))
+    assert row["std"] == pytest.approx(np.std(per_fold, ddof=1), nan_ok=True)
+    assert row["n_folds"] == 2
+    assert len(summary) == 2 * 2 * 4  # set x condition x metric
+    pd.testing.assert_frame_equal(summary, pd.read_csv(run / "summary.csv"))
+
+
+def test_same_command_resumes_finished_run(cv_run, phantoms):
+    run, summary = cv_run
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()
+              and p.name not in ("summary.csv", "curves.png")}
+    again = train(phantoms, run, verbose=0, **{**TINY, "folds": [1]})  # folds: not identity
+    pd.testing.assert_frame_equal(again, summary)
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+def test_different_config_raises(cv_run, phantoms, tmp_path):
+    run, _ = cv_run
+    with pytest.raises(ValueError, match=r"epochs: run has 2, now 3.*overwrite=True"):
+        train(phantoms, run, verbose=0, **{**TINY, "epochs": 3})
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a run directory"):
+        train(phantoms, tmp_path, verbose=0, overwrite=True, **TINY)
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_deterministic_rerun_then_overwrite_with_final_model(cv_run, phantoms, tmp_path):
+    run, summary = cv_run
+    run2 = tmp_path / "run2"
+    summary2 = train(phantoms, run2, verbose=0, **{**TINY, "folds": [0]})
+    assert (run2 / "splits.json").read_text() == (run / "splits.json").read_text()
+    assert not (run2 / "fold_1").exists()
+    for name in ("history.csv", "val_scores_clean.csv", "val_scores_noisy.csv",
+                 "train_scores_clean.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(run / "fold_0" / name),
+                                      pd.read_csv(run2 / "fold_0" / name))
+    pd.testing.assert_series_equal(summary2["fold_0"], summary["fold_0"])
+    # overwrite=True: a different config starts anew; n_folds=1 -> train_final
+    final = train(phantoms, run2, verbose=0, overwrite=True,
+                  **{**TINY, "n_folds": 1, "epochs": 1, "val_fraction": 0.25})
+    assert not (run2 / "fold_0").exists() and (run2 / "final" / "model.keras").is_file()
+    assert json.loads((run2 / "config.json").read_text())["config"]["n_folds"] == 1
+    (split,) = json.loads((run2 / "splits.json").read_text())
+    index = read_dataset(phantoms).index.set_index("name")
+    assert set(split["train"]) | set(split["val"]) == set(index.index)
+    assert index.loc[split["val"], "subject"].nunique() == 1  # 1 of 4 subjects held out
+    assert set(final["n_folds"]) == {1}
+    assert len(pd.read_csv(run2 / "final" / "history.csv")) == 1
+    # oct-seg evaluate: the saved final model on a folder, settings from config.json
+    ev = evaluate_folder(run2 / "final" / "model.keras", phantoms, out_dir=tmp_path / "ev")
+    assert list(ev["condition"].unique()) == ["clean", "noisy"]
+    for cond in ("clean", "noisy"):
+        full = pd.read_csv(tmp_path / "ev" / f"scores_{cond}.csv").set_index("name")
+        held = pd.read_csv(run2 / "final" / f"val_scores_{cond}.csv").set_index("name")
+        pd.testing.assert_frame_equal(full.loc[held.index], held)
+
+
+def test_bn_momentum_is_applied():
+    import tensorflow as tf
+
+    from oct_seg.train import _build_and_compile
+    cfg = TrainConfig(**{**TINY, "bn_momentum": 0.9,
+                         "model_kwargs": {**TINY["model_kwargs"], "batch_norm": True}})
+    model = _build_and_compile(cfg, steps_per_epoch=2, strategy=tf.distribute.get_strategy())
+    bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert bns and {la.momentum for la in bns} == {0.9}
+    with pytest.raises(ValueError, match="bn_momentum"):
+        TrainConfig(bn_momentum=1.0)
