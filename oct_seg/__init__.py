@@ -7,6 +7,10 @@ and `MODELS`, the losses and metrics, `predict_image`, `train` / `cross_validate
 
 __version__ = "0.1.0"
 
+from oct_seg._tf_import import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
 from oct_seg.models.att_unet import att_unet_base, build_att_unet
 from oct_seg.models.r2_unet import build_r2_unet, r2_unet_base
 from oct_seg.models.registry import MODELS, PRESETS, build_model

@@ -381,23 +381,6 @@ def _message(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with the C++ start-up lines (absl / oneDNN notices, printed whatever
-    TF_CPP_MIN_LOG_LEVEL says in TF 2.21) sent to /dev/null, so stderr only carries oct-seg's
-    own messages. Python errors of the import still propagate."""
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 @contextlib.contextmanager
 def _interrupt_on_sigterm():
     """While running a command, turn SIGTERM (kill, job schedulers) into KeyboardInterrupt so
@@ -423,8 +406,6 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
-        if not args.debug:
-            _import_tensorflow_quietly()
         with _interrupt_on_sigterm():
             return args.func(args)
     except KeyboardInterrupt:
