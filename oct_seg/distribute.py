@@ -32,6 +32,7 @@ Several machines (MultiWorkerMirroredStrategy)
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -84,12 +85,21 @@ def get_strategy(devices=None):
         devices = [str(d) for d in devices]
         if not devices:
             raise ValueError("devices is empty; pass None for automatic choice")
-        return tf.distribute.MirroredStrategy(devices=devices)
+        return _mirrored(tuple(devices))
     if _tf_config().get("cluster"):
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return _mirrored(tuple(d.name for d in gpus))
     return tf.distribute.get_strategy()
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored(devices):
+    """One MirroredStrategy per device set for the whole process: a second strategy over the
+    same devices reuses collective instance keys and fails ("Shape mismatch in the collective
+    instance") when a process trains several folds or models in turn."""
+    return tf.distribute.MirroredStrategy(devices=list(devices))
 
 
 def is_chief() -> bool:

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from oct_seg.distribute import get_strategy
 from oct_seg.losses import CombinedLoss, DiceLoss
 from oct_seg.metrics import DiceCoefficient, JaccardIndex
 
@@ -20,7 +21,7 @@ LR = 0.5
 def strategy():
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs the 2 logical CPU devices configured by tests/conftest.py")
-    return tf.distribute.MirroredStrategy(["/CPU:0", "/CPU:1"])
+    return get_strategy(["/CPU:0", "/CPU:1"])
 
 
 @pytest.fixture(scope="module")
