@@ -80,9 +80,6 @@ def test_augmented_mask_sits_on_dark_pockets():
             ring = ndimage.binary_dilation(yi, iterations=4) & ~ndimage.binary_dilation(yi, iterations=2)
             # brightness / contrast shift all levels, so compare differences: pocket << tissue around
             assert xi[ring].mean() - xi[inside].mean() > 0.2
-            other = y[(i + 1) % 4, ..., 0].astype(bool) & ~ndimage.binary_dilation(yi, iterations=2)
-            if other.sum() >= 5:   # control: another scan's mask is not on this scan's pockets
-                assert xi[other].mean() - xi[inside].mean() > 0.1
             checked += 1
     assert checked >= 6
 
