@@ -9,7 +9,10 @@ run leaves nothing behind):
                           and axial pixel spacing are known), spacing used and its source
     fluid_volumes.csv     one row per input volume: total pixels / mm^2 and fluid_volume_mm3
 
-NAME is the input file's stem for images, STEM_bNNN for B-scan NNN of a volume.
+NAME is the input file's stem for images, STEM_bNNN for B-scan NNN of a volume (vendor files
+and multi-page TIFF stacks).
+B-scans of one volume that share a size are segmented `batch_size` at a time (one model call
+per batch); the results do not depend on batch_size beyond float round-off.
 Fluid volume rule (Cavalieri): volume_mm3 = sum over B-scans of area_mm2 x B-scan spacing (mm),
 i.e. every B-scan stands for a slab as thick as the distance between B-scans; it is left empty
 for single B-scans and when any of lateral, axial or B-scan spacing is unknown.
@@ -27,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from oct_seg.volumes import Spacing, Volume, is_supported, read_input
+from oct_seg.precision import check_precision, with_precision
+from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, is_supported, read_input
 
 OVERLAY_COLOURS = np.array([[0, 200, 255], [255, 80, 0], [80, 255, 0], [255, 0, 200]],
                            dtype=np.float32)
@@ -210,7 +214,7 @@ def _bscan_names(volume: Volume, taken: set) -> list[str]:
     while base in taken:  # same stem from two folders: name_2, name_3, ...
         base, n = f"{volume.name}_{n}", n + 1
     taken.add(base)
-    if volume.path.suffix.lower() not in (".vol", ".e2e", ".fds", ".fda", ".img"):
+    if volume.path.suffix.lower() not in VOLUME_EXTENSIONS and len(volume.bscans) == 1:
         return [base]
     digits = max(3, len(str(len(volume.bscans) - 1)))
     return [f"{base}_b{k:0{digits}d}" for k in range(len(volume.bscans))]
@@ -223,20 +227,25 @@ def _save_png(array: np.ndarray, path: Path):
 
 
 def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacing | None = None,
-                  overwrite=False, img_shape=(1024, 512), progress=True) -> pd.DataFrame:
+                  overwrite=False, img_shape=(1024, 512), progress=True,
+                  batch_size=4, precision=None) -> pd.DataFrame:
     """Segment every B-scan of `inputs` (image or volume files) and write the output folder.
 
     model_or_path: keras.Model, .keras file or SavedModel folder. spacing: optional
-    user-given geometry overriding / completing the file's. Returns the per-B-scan fluid
-    table (also written as fluid_areas.csv). Raises before writing anything when an input
-    is missing or of an unsupported type.
+    user-given geometry overriding / completing the file's. batch_size: B-scans per model
+    call (same-size B-scans of one volume). precision: None (the model's own) or a name
+    of oct_seg.precision.PRECISIONS to run the model in (precision.with_precision). Returns the per-B-scan fluid table (also written
+    as fluid_areas.csv). Raises before writing anything when an input is missing or of an
+    unsupported type.
     """
     from tqdm import tqdm
 
-    from oct_seg.inference import predict_image
-
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (B-scans per model call), "
+                         f"got {batch_size!r}")
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise ValueError("no input files given")
@@ -245,7 +254,11 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
             raise FileNotFoundError(f"{path}: input file not found")
         if not is_supported(path):
             raise ValueError(f"{path}: unsupported input type '{path.suffix or '(none)'}'")
+    if precision is not None:
+        check_precision(precision)
     model = load_model(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path
+    if precision is not None:
+        model = with_precision(model, precision)
 
     rows, taken = [], set()
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -254,16 +267,20 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
         for path in inputs:
             for volume in read_input(path, img_shape=img_shape):
                 names = _bscan_names(volume, taken)
-                labels = []
-                bar = tqdm(zip(volume.bscans, names), total=len(names), unit="B-scan",
-                           desc=volume.name, disable=not progress, leave=False)
-                for image, name in bar:
-                    prob = _predict(predict_image, model, image, path)
-                    lab = fluid_mask(prob, threshold)
-                    binary = prob.ndim == 2 or prob.shape[-1] == 1
-                    _save_png(lab * 255 if binary else lab, tmp / "masks" / f"{name}.png")
-                    _save_png(overlay(image, lab), tmp / "overlays" / f"{name}.png")
-                    labels.append(lab)
+                labels = [None] * len(names)
+                with tqdm(total=len(names), unit="B-scan", desc=volume.name,
+                          disable=not progress, leave=False) as bar:
+                    for batch in _batches(volume.bscans, int(batch_size)):
+                        probs = _predict(model, [volume.bscans[k] for k in batch], path)
+                        for k, prob in zip(batch, probs):
+                            lab = fluid_mask(prob, threshold)
+                            binary = prob.shape[-1] == 1
+                            _save_png(lab * 255 if binary else lab,
+                                      tmp / "masks" / f"{names[k]}.png")
+                            _save_png(overlay(volume.bscans[k], lab),
+                                      tmp / "overlays" / f"{names[k]}.png")
+                            labels[k] = lab
+                        bar.update(len(batch))
                 rows += area_rows(volume, labels, resolve_spacing(volume, spacing), names)
         areas = pd.DataFrame(rows)
         areas.to_csv(tmp / "fluid_areas.csv", index=False)
@@ -271,15 +288,28 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
     return areas
 
 
-def _predict(predict_image, model, image, path):
-    from oct_seg.inference import input_requirements
+def _batches(bscans, batch_size: int) -> list[list[int]]:
+    """Indices of the B-scans in model-call batches: same (H, W) only, at most batch_size
+    each, shape groups in order of first appearance, acquisition order within a group."""
+    groups = {}
+    for k, image in enumerate(bscans):
+        groups.setdefault(np.shape(image), []).append(k)
+    return [group[start:start + batch_size] for group in groups.values()
+            for start in range(0, len(group), batch_size)]
 
+
+def _predict(model, images, path) -> np.ndarray:
+    """Same-size (H, W) B-scans of input `path` -> probabilities (N, H, W, n_labels)."""
+    from oct_seg.inference import input_requirements, predict_image
+
+    h, w = np.shape(images[0])
     multiple, _ = input_requirements(model)
-    if min(image.shape) < multiple:
-        raise ValueError(f"{path}: {image.shape[0]} x {image.shape[1]} B-scan is smaller than "
+    if min(h, w) < multiple:
+        raise ValueError(f"{path}: {h} x {w} B-scan is smaller than "
                          f"this network allows (height and width >= {multiple})")
     try:
-        return np.asarray(predict_image(model, image))
+        return np.asarray(predict_image(model, np.stack(images)[..., None],
+                                        batch_size=len(images)))
     except ValueError as err:
-        raise ValueError(f"{path}: cannot segment a {image.shape[0]} x {image.shape[1]} "
+        raise ValueError(f"{path}: cannot segment a {h} x {w} "
                          f"B-scan with this model ({err})") from err

@@ -60,6 +60,7 @@ from oct_seg.losses import get_loss
 from oct_seg.metrics import DiceCoefficient, JaccardIndex, summarize_scores
 from oct_seg.models.registry import MODELS, PRESETS, build_model
 from oct_seg.plots import plot_curves
+from oct_seg.precision import check_precision, precision_scope
 
 __all__ = ["TrainConfig", "train", "cross_validate", "train_final", "fold_dir", "summarize_run"]
 
@@ -79,6 +80,8 @@ class TrainConfig:
     bn_momentum: if set, the momentum of every BatchNormalization layer (None = the builder's
     0.99). Short runs need it lower (e.g. 0.9): after ~200 steps a 0.99 moving variance still
     carries ~15 % of its initial 1.0, so inference-mode outputs differ from training mode.
+    precision: "float32", "mixed_bfloat16" or "mixed_float16" (oct_seg.precision); the saved
+    model keeps it.
     """
 
     model: str = "unet"
@@ -99,6 +102,7 @@ class TrainConfig:
     deterministic: bool = False
     threshold: float = 0.5
     bn_momentum: float | None = None
+    precision: str = "float32"
 
     def __post_init__(self):
         size = tuple(int(s) for s in np.atleast_1d(self.image_size))
@@ -133,6 +137,7 @@ class TrainConfig:
             self.bn_momentum = float(self.bn_momentum)
             if not 0.0 < self.bn_momentum < 1.0:
                 raise ValueError(f"bn_momentum must be in (0, 1) or None, got {self.bn_momentum}")
+        check_precision(self.precision)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
@@ -365,7 +370,7 @@ def _build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy):
         initial_learning_rate=config.learning_rate * (0.1 if warmup else 1.0),
         decay_steps=max(1, total - warmup), alpha=0.01,
         warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
-    with strategy.scope():
+    with strategy.scope(), precision_scope(config.precision):
         model = build_model(config.model, **kwargs)
         if config.bn_momentum is not None:
             for layer in _all_layers(model):

@@ -6,7 +6,10 @@ Supported inputs (by file extension, case-insensitive):
 extension               reader                      geometry taken from the file
 ======================  ==========================  ==========================================
 .png .jpg .jpeg .bmp    oct_seg.data.readers        none (pixels only, unless --spacing)
-.tif .tiff
+.tif .tiff (one page)
+.tif .tiff (several     this module (tifffile):     ImageJ metadata (unit + X/Y resolution,
+pages: a B-scan stack)  one B-scan per page         Z spacing) or OME-XML PhysicalSizeX/Y/Z;
+                                                    else none
 .vol (Heidelberg)       this module (HE .vol spec)  lateral ScaleX, axial ScaleZ, B-scan
                                                     spacing Distance (all mm)
 .e2e (Heidelberg)       oct-converter E2E           axial only (oct-converter fills lateral and
@@ -26,6 +29,16 @@ module-local shim (`_numpy_shim`) until oct-converter fixes it.
 Every B-scan is returned as float32 (H, W) in [0, 1] (H = depth/axial, W = A-scans/lateral):
 .vol reflectivities are shown with the usual fourth-root display transform, integer data is
 divided by the volume's maximum, float data outside [0, 1] is min-max scaled per volume.
+Single images (and one-page TIFFs) follow oct_seg.data.readers.read_image instead (integers
+divided by their type's maximum, e.g. 255).
+
+Multi-page TIFF stacks (ImageJ / vendor exports): the page count decides, never the array
+shape; every page must have the same size and pixel type (else ValueError naming the page).
+Pages are scaled as images are (integers divided by their type's maximum), so a page reads
+exactly as the same B-scan saved alone; colour pages (RGB samples within a page, alpha
+dropped) become grey with read_image's rule (BT.601 luma, equal channels kept exactly). X resolution
+gives the lateral, Y the axial spacing; the B-scan spacing is ImageJ's Z `spacing` (when the
+pages are its slices) or OME PhysicalSizeZ (when SizeZ = page count).
 """
 from __future__ import annotations
 
@@ -86,7 +99,8 @@ def is_supported(path) -> bool:
 
 
 def read_input(path, img_shape=(1024, 512)) -> list[Volume]:
-    """Read an image or vendor volume file -> list of Volume (E2E files may hold several).
+    """Read an image, TIFF stack or vendor volume file -> list of Volume (E2E files may hold
+    several).
 
     img_shape: (rows, cols) of one Zeiss .img B-scan (the file does not store it).
     Raises FileNotFoundError / ValueError with a message naming the file and the problem.
@@ -95,6 +109,8 @@ def read_input(path, img_shape=(1024, 512)) -> list[Volume]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input file not found")
     ext = path.suffix.lower()
+    if ext in (".tif", ".tiff"):
+        return [_read_tiff(path)]
     if ext in IMAGE_EXTENSIONS:
         return [Volume(path.stem, path, [_read_image(path)], Spacing(source="none in file"))]
     readers = {".vol": _read_vol, ".e2e": _read_e2e, ".fds": _read_topcon,
@@ -129,14 +145,24 @@ def _read_image(path: Path) -> np.ndarray:
     return image
 
 
-def to_unit_range(bscans) -> list[np.ndarray]:
-    """Scale a volume's B-scans to float32 [0, 1] with one scale for the whole volume."""
+def to_unit_range(bscans, integer_scale="volume") -> list[np.ndarray]:
+    """Scale a volume's B-scans to float32 [0, 1] with one scale for the whole volume.
+
+    Integer data is divided by the volume's maximum (integer_scale="volume": vendor volumes,
+    whose dtype maximum is not the display white) or by the dtype's maximum ("dtype": image
+    stacks, so that a TIFF page reads as the same image saved alone would, see
+    oct_seg.data.readers.read_image). Float data in [0, 1] is kept, else min-max scaled.
+    """
+    if integer_scale not in ("volume", "dtype"):
+        raise ValueError(f"integer_scale must be 'volume' or 'dtype', got {integer_scale!r}")
     arrays = [np.asarray(b) for b in bscans]
     if not arrays:
         return []
     stack_max = max(float(np.nanmax(a)) for a in arrays)
     stack_min = min(float(np.nanmin(a)) for a in arrays)
     if np.issubdtype(arrays[0].dtype, np.integer):
+        if integer_scale == "dtype":
+            stack_max = float(np.iinfo(arrays[0].dtype).max)
         scale = stack_max if stack_max > 0 else 1.0
         return [(a.astype(np.float32) / scale).clip(0, 1) for a in arrays]
     if stack_min >= 0.0 and stack_max <= 1.0:
@@ -144,6 +170,113 @@ def to_unit_range(bscans) -> list[np.ndarray]:
     span = stack_max - stack_min if stack_max > stack_min else 1.0
     return [np.nan_to_num(((a - stack_min) / span).astype(np.float32)).clip(0, 1)
             for a in arrays]
+
+
+# ------------------------------------------------------------------------- TIFF (one or a stack)
+_LENGTH_UNITS_MM = {"mm": 1.0, "millimeter": 1.0, "cm": 10.0, "nm": 1e-6, "m": 1000.0,
+                    "um": 1e-3, "micron": 1e-3, "microns": 1e-3, "micrometer": 1e-3,
+                    "\u00b5m": 1e-3, "\u03bcm": 1e-3, "\\u00b5m": 1e-3}
+
+
+def _read_tiff(path: Path) -> Volume:
+    """One-page TIFF: the single-image reader. Several pages: one B-scan per page."""
+    import tifffile
+
+    from oct_seg.data.readers import rgb_to_grey
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception:  # not a TIFF: the image reader names the problem as for any image
+        return Volume(path.stem, path, [_read_image(path)], Spacing(source="none in file"))
+    with tif:
+        if len(tif.pages) < 2:
+            return Volume(path.stem, path, [_read_image(path)], Spacing(source="none in file"))
+        raw = [_read_page(path, tif.pages, k) for k in range(len(tif.pages))]
+        spacing = _tiff_spacing(tif)
+    bscans = [rgb_to_grey(a).astype(np.float32) if a.ndim == 3 else a
+              for a in to_unit_range(raw, integer_scale="dtype")]
+    return Volume(path.stem, path, bscans, spacing)
+
+
+def _read_page(path: Path, pages, k: int) -> np.ndarray:
+    """Page k of a stack -> its stored values, (H, W) grey or (H, W, 3) RGB."""
+    page, first = pages[k], pages[0]
+    if (page.shape, page.dtype) != (first.shape, first.dtype):
+        raise ValueError(f"{path}: page {k} (counting from 0) is {page.shape} {page.dtype} but "
+                         f"page 0 is {first.shape} {first.dtype}; all pages of a B-scan stack "
+                         "must have one size and pixel type")
+    try:
+        arr = page.asarray()
+    except Exception as err:
+        raise ValueError(f"{path}: cannot decode page {k} ({type(err).__name__}: {err})") from err
+    if "S" not in page.axes:
+        return arr
+    arr = np.moveaxis(arr, page.axes.index("S"), -1)
+    colours = page.samplesperpixel - len(page.extrasamples)  # extra samples (alpha) come last
+    if colours not in (1, 3):
+        raise ValueError(f"{path}: page {k} has {colours} colour samples per pixel "
+                         f"({page.photometric.name}); expected grey (1) or RGB (3)")
+    return arr[..., 0] if colours == 1 else arr[..., :3]
+
+
+def _tiff_spacing(tif) -> Spacing:
+    """Geometry of a TIFF stack from ImageJ or OME metadata that states a length unit."""
+    n_pages = len(tif.pages)
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        per_mm = _LENGTH_UNITS_MM.get(str(meta.get("unit", "")).strip().lower())
+        tags = tif.pages[0].tags
+        if per_mm and "XResolution" in tags and "YResolution" in tags:
+            lateral, axial = (_per_pixel(tags[n].value) for n in ("XResolution", "YResolution"))
+            z = meta.get("spacing") if meta.get("slices", 1) == n_pages else None
+            return _checked_spacing(lateral, axial, z, per_mm, "imagej metadata")
+    if tif.is_ome:
+        return _ome_spacing(tif.ome_metadata, n_pages)
+    return Spacing(source="none in file")
+
+
+def _per_pixel(resolution) -> float | None:
+    """A TIFF RATIONAL resolution (pixels per unit) -> units per pixel."""
+    num, den = resolution
+    return den / num if num and den else None
+
+
+def _ome_spacing(xml: str, n_pages: int) -> Spacing:
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:  # malformed OME-XML: no reliable geometry
+        return Spacing(source="none in file")
+    images = [e for e in root.iter() if e.tag.endswith("}Image")]
+    pixels = [e for e in images[0] if e.tag.endswith("}Pixels")] if len(images) == 1 else []
+    if not pixels:
+        return Spacing(source="none in file")
+    attrib = pixels[0].attrib
+
+    def size_mm(axis):  # OME default unit: micrometre
+        per_mm = _LENGTH_UNITS_MM.get(attrib.get(f"PhysicalSize{axis}Unit", "um").lower())
+        return _to_mm(attrib.get(f"PhysicalSize{axis}"), per_mm)
+
+    z = size_mm("Z") if attrib.get("SizeZ") == str(n_pages) else None
+    return _checked_spacing(size_mm("X"), size_mm("Y"), z, 1.0, "ome metadata")
+
+
+def _to_mm(value, per_mm) -> float | None:
+    """A metadata value in a unit of `per_mm` mm -> mm; None if absent, unparsable or <= 0."""
+    try:
+        mm = float(value) * per_mm
+    except (TypeError, ValueError):
+        return None
+    return mm if _known(mm) else None
+
+
+def _checked_spacing(lateral, axial, bscan, per_mm: float, source: str) -> Spacing:
+    """Spacing in mm from values in a unit of `per_mm` mm; unknown / non-positive -> None."""
+    values = [_to_mm(v, per_mm) for v in (lateral, axial, bscan)]
+    if values[0] is None and values[1] is None:
+        return Spacing(source="none in file")
+    return Spacing(*values, source=source)
 
 
 # ----------------------------------------------------------------- Heidelberg .vol (own reader)

@@ -1,5 +1,6 @@
 """`oct-seg` command line: every subcommand in-process, --help in a real subprocess, and the
 bad-input contract (one line on stderr naming the file, exit 1, nothing half-written)."""
+import json
 import os
 import subprocess
 import sys
@@ -95,6 +96,58 @@ def test_predict_command(tmp_path, tiny_model, small_duke, capsys):
                                [np.count_nonzero(m) * 0.0115 * 0.0039 for m in masks])
 
 
+def test_predict_batch_size_option(tmp_path, tiny_model, capsys, monkeypatch):
+    import tifffile
+
+    import oct_seg.inference
+
+    calls = []
+    original = oct_seg.inference.predict_image
+
+    def spy(model, image, **kwargs):
+        calls.append(len(image))
+        return original(model, image, **kwargs)
+
+    monkeypatch.setattr(oct_seg.inference, "predict_image", spy)
+    pages = np.random.default_rng(0).integers(0, 256, (3, 32, 40), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="minisblack")
+    out = tmp_path / "pred"
+    base = ["predict", "--model", str(tiny_model), str(tmp_path / "stack.tif"), "--no-progress"]
+    assert main(base + ["--out", str(out), "--batch-size", "2"]) == 0
+    assert "3 B-scans" in capsys.readouterr().out and calls == [2, 1]
+    assert sorted(os.listdir(out / "masks")) == [f"stack_b{k:03d}.png" for k in range(3)]
+    assert pd.read_csv(out / "fluid_volumes.csv").loc[0, "n_bscans"] == 3
+    calls.clear()
+    assert main(base + ["--out", str(tmp_path / "default")]) == 0 and calls == [3]  # default 4
+    with pytest.raises(SystemExit) as info:
+        main(base + ["--out", str(tmp_path / "o"), "--batch-size", "0"])
+    assert info.value.code == 2 and "positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_precision_option(tmp_path, tiny_model, capsys, monkeypatch):
+    import oct_seg.inference
+
+    dtypes = []
+    original = oct_seg.inference.predict_image
+
+    def spy(model, image, **kwargs):
+        dtypes.append(next(la.compute_dtype for la in model.layers
+                           if isinstance(la, keras.layers.Conv2D)))
+        return original(model, image, **kwargs)
+
+    monkeypatch.setattr(oct_seg.inference, "predict_image", spy)
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48), np.uint8)).save(image)
+    base = ["predict", "--model", str(tiny_model), str(image), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--precision", "mixed_bfloat16"]) == 0
+    assert dtypes == ["float32", "bfloat16"]
+    with pytest.raises(SystemExit):
+        main(base + ["--out", str(tmp_path / "c"), "--precision", "bf16"])
+    assert "invalid choice: 'bf16'" in capsys.readouterr().err
+
+
 def test_evaluate_command(tmp_path, tiny_model, small_duke, capsys):
     from oct_seg.data.readers import read_dataset
     from oct_seg.evaluate import evaluate_model
@@ -129,11 +182,13 @@ def test_train_command(tmp_path, capsys):
                 "1", "--batch-size", "2", "--image-size", "32", "--model-kwargs", kwargs,
                 "--out", str(tmp_path / out), *extra]
 
-    assert main(argv("run", "--folds", "1", "--devices", "cpu:2")) == 0  # MirroredStrategy
+    assert main(argv("run", "--folds", "1", "--devices", "cpu:2", "--bn-momentum", "0.9",
+                     "--precision", "mixed_bfloat16")) == 0  # MirroredStrategy, bf16
     run = tmp_path / "run"
     assert (run / "config.json").is_file() and (run / "final" / "model.keras").is_file()
-    config = (run / "config.json").read_text()
-    assert '"n_folds": 1' in config and '"filter_num": [' in config
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["n_folds"] == 1 and config["model_kwargs"]["filter_num"] == [4, 8]
+    assert config["bn_momentum"] == 0.9 and config["precision"] == "mixed_bfloat16"
     capsys.readouterr()
     _fails(capsys, argv("r2", "--fold", "7"), "--fold 7")
     _fails(capsys, argv("r3", kwargs="{bad"), "--model-kwargs is not valid JSON")

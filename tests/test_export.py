@@ -61,6 +61,10 @@ def test_predict_with_savedmodel_equals_keras(saved_unet, any_size_unet, tmp_pat
     assert a.loc[0, "fluid_pixels"] == b.loc[0, "fluid_pixels"]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "k/masks/b.png")),
                                   np.asarray(Image.open(tmp_path / "s/masks/b.png")))
+    with pytest.raises(ValueError, match="runs in the precision it was exported with"):
+        predict_files(saved_unet, [tmp_path / "b.png"], tmp_path / "p", progress=False,
+                      precision="mixed_bfloat16")
+    assert not (tmp_path / "p").exists()
 
 
 def test_fixed_size_transunet_export(tmp_path):

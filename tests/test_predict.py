@@ -168,3 +168,130 @@ def test_load_model_errors(tmp_path, threshold_net):
     loaded = load_model(tmp_path / "t.keras")
     x = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded(x), threshold_net(x), atol=1e-6)
+
+
+# ------------------------------------------------------------------- TIFF stacks and batching
+def _tiff(path, pages):
+    import tifffile
+
+    tifffile.imwrite(path, np.asarray(pages), photometric="minisblack")
+    return path
+
+
+class _Recorder:
+    """Wraps oct_seg.inference.predict_image: keeps every call's input and output."""
+
+    def __init__(self, predict_image):
+        self.predict_image, self.inputs, self.outputs = predict_image, [], []
+
+    def __call__(self, model, image, **kwargs):
+        out = self.predict_image(model, image, **kwargs)
+        self.inputs.append(np.asarray(image))
+        self.outputs.append(np.asarray(out))
+        return out
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    import oct_seg.inference
+
+    rec = _Recorder(oct_seg.inference.predict_image)
+    monkeypatch.setattr(oct_seg.inference, "predict_image", rec)
+    return rec
+
+
+def test_tiff_stack_names_and_volume_csv(tmp_path, threshold_net):
+    pages = np.zeros((3, 8, 12), np.uint8)
+    pages[0, 0, :4] = 255        # 4 fluid pixels (stack max 255 -> 1.0)
+    pages[2, 3:5, 2:5] = 200     # 6 fluid pixels (200 / 255 > 0.5)
+    pages[1] = 100               # 100 / 255 < 0.5: none
+    out = tmp_path / "pred"
+    areas = predict_files(threshold_net, [_tiff(tmp_path / "oct.tif", pages)], out,
+                          progress=False)
+    assert list(areas["name"]) == ["oct_b000", "oct_b001", "oct_b002"]
+    assert list(areas["fluid_pixels"]) == [4, 0, 6]
+    assert sorted(os.listdir(out / "masks")) == ["oct_b000.png", "oct_b001.png", "oct_b002.png"]
+    np.testing.assert_array_equal(_read_png(out / "masks" / "oct_b002.png") == 255,
+                                  pages[2] / 255 > 0.5)
+    vols = pd.read_csv(out / "fluid_volumes.csv")
+    assert len(vols) == 1 and vols.loc[0, "n_bscans"] == 3 and vols.loc[0, "fluid_pixels"] == 10
+    assert np.isnan(vols.loc[0, "fluid_volume_mm3"])  # no spacing in the file
+    # a one-page TIFF keeps its plain image name
+    areas = predict_files(threshold_net, [_tiff(tmp_path / "one.tif", pages[:1])],
+                          tmp_path / "p1", progress=False)
+    assert list(areas["name"]) == ["one"]
+
+
+def _gap_threshold(probs):
+    """A threshold in the widest gap between the middle half of the probabilities, so that
+    masks of runs whose probabilities differ by float round-off must be identical."""
+    values = np.unique(probs)
+    middle = values[len(values) // 4: 3 * len(values) // 4]
+    k = int(np.argmax(np.diff(middle)))
+    assert middle[k + 1] - middle[k] > 1e-4, "test model's probabilities are too dense"
+    return float(middle[k] + middle[k + 1]) / 2
+
+
+@pytest.mark.parametrize("input_size", [(None, None, 1), (32, 32, 1)], ids=["pad", "resize"])
+def test_batch_size_does_not_change_results(tmp_path, recorder, input_size):
+    from oct_seg.inference import predict_image
+    from oct_seg.models.unet import build_unet
+
+    keras.utils.set_random_seed(1)
+    core = build_unet(input_size=input_size, filter_num=[4, 8], batch_norm=True,
+                      output_activation=None, name="tiny")
+    inp = keras.Input(input_size)
+    net = keras.Model(inp, keras.layers.Activation("sigmoid")(
+        keras.layers.Rescaling(300.0)(core(inp))))  # logits spread out: probabilities too
+    pages = np.random.default_rng(5).integers(0, 256, (5, 30, 45), dtype=np.uint8)
+    path = _tiff(tmp_path / "five.tif", pages)
+    # reference: one predict_image call per B-scan of the stack scaled by its maximum
+    want = np.stack([predict_image(net, p / pages.max()) for p in pages.astype(np.float32)])
+    threshold = _gap_threshold(want)
+    runs = {}
+    for batch_size in (1, 3):
+        out = tmp_path / f"b{batch_size}"
+        calls = len(recorder.outputs)
+        areas = predict_files(net, [path], out, progress=False, batch_size=batch_size,
+                              threshold=threshold)
+        assert [len(x) for x in recorder.inputs[calls:]] == ([1] * 5 if batch_size == 1
+                                                             else [3, 2])
+        probs = np.concatenate(recorder.outputs[calls:])
+        np.testing.assert_allclose(probs, want, atol=1e-5)
+        masks = [_read_png(out / "masks" / f"five_b{k:03d}.png") for k in range(5)]
+        for mask, p in zip(masks, want):
+            np.testing.assert_array_equal(mask == 255, p[..., 0] > threshold)
+        runs[batch_size] = areas
+    assert 0 < runs[1]["fluid_pixels"].sum() < 5 * 30 * 45
+    pd.testing.assert_frame_equal(runs[1], runs[3])
+    for name in ("fluid_areas.csv", "fluid_volumes.csv"):
+        assert (tmp_path / "b1" / name).read_text() == (tmp_path / "b3" / name).read_text()
+
+
+def test_batches_group_bscans_by_shape(tmp_path, threshold_net, recorder, monkeypatch):
+    import oct_seg.predict
+    from oct_seg.volumes import Volume
+
+    rng = np.random.default_rng(6)
+    shapes = [(8, 12), (12, 8), (8, 12), (8, 12), (12, 8)]
+    bscans = [rng.random(s, dtype=np.float32) for s in shapes]
+    src = tmp_path / "mixed.vol"
+    src.write_bytes(b"")
+    monkeypatch.setattr(oct_seg.predict, "read_input",
+                        lambda path, img_shape: [Volume("mixed", path, bscans, Spacing())])
+    out = tmp_path / "o"
+    areas = predict_files(threshold_net, [src], out, progress=False, batch_size=2)
+    assert [x.shape[:3] for x in recorder.inputs] == [(2, 8, 12), (1, 8, 12), (2, 12, 8)]
+    assert list(areas["height"]) == [s[0] for s in shapes]
+    assert list(areas["fluid_pixels"]) == [int((b > 0.5).sum()) for b in bscans]
+    for k, b in enumerate(bscans):
+        np.testing.assert_array_equal(_read_png(out / "masks" / f"mixed_b{k:03d}.png") == 255,
+                                      b > 0.5)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "4", None])
+def test_batch_size_validation(tmp_path, threshold_net, bad):
+    path = _png(tmp_path / "x.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        predict_files(threshold_net, [path], tmp_path / "o", progress=False, batch_size=bad)
+    assert not (tmp_path / "o").exists()

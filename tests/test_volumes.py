@@ -187,3 +187,128 @@ def test_to_unit_range():
     wide = [np.array([[-2.0, 2.0]]), np.array([[0.0, 1.0]])]
     np.testing.assert_allclose(to_unit_range(wide)[1], [[0.5, 0.75]])
     assert volumes.is_supported("a.E2E") and not volumes.is_supported("a.txt")
+
+
+# ------------------------------------------------------------------------- TIFF B-scan stacks
+def _tiff_stack(path, pages, style):
+    """Write pages (N, H, W) as an N-page TIFF in one of the layouts found in the wild."""
+    import tifffile
+
+    if style == "shaped":  # tifffile's own metadata; minisblack, else (3, H, W) is planar RGB
+        tifffile.imwrite(path, pages, photometric="minisblack")
+    elif style == "imagej":
+        tifffile.imwrite(path, pages, imagej=True, metadata={"axes": "ZYX"})
+    else:  # one plain page after the other, no stack metadata
+        for k, page in enumerate(pages):
+            tifffile.imwrite(path, page, photometric="minisblack", append=k > 0,
+                             metadata=None)
+    return path
+
+
+@pytest.mark.parametrize("style", ["shaped", "imagej", "appended"])
+def test_tiff_stack_one_bscan_per_page(tmp_path, style):
+    rng = np.random.default_rng(2)
+    pages = rng.integers(0, 200, (4, 6, 10), dtype=np.uint8)
+    (vol,) = read_input(_tiff_stack(tmp_path / "stack.tif", pages, style))
+    assert vol.name == "stack" and len(vol.bscans) == 4
+    assert vol.spacing == Spacing(source="none in file")
+    want = pages.astype(np.float64) / 255.0  # as each page saved alone (read_image)
+    for got, page in zip(vol.bscans, want):
+        assert got.dtype == np.float32 and got.shape == (6, 10)
+        np.testing.assert_allclose(got, page, rtol=1e-6)
+
+
+def test_tiff_uint16_stack_scaled_as_single_images(tmp_path):
+    """A page reads as the same B-scan saved alone: divided by 65535, not the stack max."""
+    pages = np.zeros((3, 4, 5), np.uint16)
+    pages[0, 0, 0], pages[1, 1, 1], pages[2, 2, 2] = 1000, 4000, 250
+    pages[1, 0, :] = np.arange(5) * 800
+    (vol,) = read_input(_tiff_stack(tmp_path / "u16.tiff", pages, "shaped"))
+    for got, page in zip(vol.bscans, pages):
+        np.testing.assert_allclose(got, page / 65535.0, rtol=1e-6)
+    assert [round(float(b.max()) * 65535) for b in vol.bscans] == [1000, 4000, 250]
+
+
+def test_single_page_tiff_unchanged(tmp_path):
+    import tifffile
+
+    from oct_seg.data.readers import read_image
+
+    page = np.arange(20, dtype=np.uint16).reshape(4, 5) * 1000
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, page, imagej=True, resolution=(100.0, 250.0),
+                     metadata={"unit": "mm"})
+    (vol,) = read_input(path)
+    assert len(vol.bscans) == 1 and vol.spacing == Spacing(source="none in file")
+    np.testing.assert_array_equal(vol.bscans[0], read_image(path))
+    np.testing.assert_allclose(vol.bscans[0], page / 65535.0, rtol=1e-6)  # type max, as images
+    (tmp_path / "fake.tif").write_text("not a tiff")
+    with pytest.raises(ValueError, match=r"fake\.tif: not a readable image"):
+        read_input(tmp_path / "fake.tif")
+
+
+def test_tiff_pages_of_different_shapes(tmp_path):
+    import tifffile
+
+    path = tmp_path / "odd.tif"
+    for k, shape in enumerate([(6, 10), (6, 10), (5, 10)]):
+        tifffile.imwrite(path, np.ones(shape, np.uint8), photometric="minisblack",
+                         append=k > 0, metadata=None)
+    with pytest.raises(ValueError, match=r"odd\.tif: page 2 .*\(5, 10\).*page 0 is \(6, 10\)"):
+        read_input(path)
+
+
+def _luma(rgb):
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def test_rgb_tiff_single_image_and_stack(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    (vol,) = read_input(tmp_path / "rgb.tif")
+    assert len(vol.bscans) == 1
+    np.testing.assert_allclose(vol.bscans[0], _luma(rgb.astype(np.float64)) / 255, rtol=1e-6)
+    # a (3, H, W) array saved with tifffile's defaults is ONE planar RGB page, not 3 B-scans
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0))
+    (vol,) = read_input(tmp_path / "planar.tif")
+    assert len(vol.bscans) == 1 and vol.bscans[0].shape == (6, 10)
+    np.testing.assert_allclose(vol.bscans[0], _luma(rgb.astype(np.float64)) / 255, rtol=1e-6)
+    # an RGB stack: one grey B-scan per page, each as the page saved alone
+    stack = rng.integers(0, 180, (2, 6, 10, 3), dtype=np.uint8)
+    stack[1] = stack[1][..., :1]  # grey content stored as RGB: kept exactly
+    tifffile.imwrite(tmp_path / "rgbs.tif", stack, photometric="rgb")
+    (vol,) = read_input(tmp_path / "rgbs.tif")
+    np.testing.assert_allclose(vol.bscans[0], _luma(stack[0] / 255.0), rtol=1e-6)
+    np.testing.assert_array_equal(vol.bscans[1], (stack[1, ..., 0] / 255.0).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["imagej_mm", "imagej_micron_escaped", "ome", "uncalibrated"])
+def test_tiff_stack_spacing(tmp_path, kind):
+    import tifffile
+
+    pages = np.ones((3, 4, 5), np.uint8)
+    path = tmp_path / "cal.tif"
+    want = Spacing(0.0125, 0.004, 0.125, "imagej metadata")
+    if kind == "imagej_mm":
+        tifffile.imwrite(path, pages, imagej=True, resolution=(80.0, 250.0),
+                         metadata={"axes": "ZYX", "unit": "mm", "spacing": 0.125})
+    elif kind == "imagej_micron_escaped":  # ImageJ writes the micro sign as a \u escape
+        tifffile.imwrite(path, pages, imagej=True, resolution=(0.08, 0.25),
+                         metadata={"axes": "ZYX", "unit": "\\u00B5m", "spacing": 125.0})
+    elif kind == "ome":
+        tifffile.imwrite(path, pages, ome=True, photometric="minisblack",
+                         metadata={"axes": "ZYX", "PhysicalSizeX": 12.5, "PhysicalSizeY": 4.0,
+                                   "PhysicalSizeZ": 125.0})  # OME's default unit is um
+        want = Spacing(0.0125, 0.004, 0.125, "ome metadata")
+    else:  # resolution in dots per cm, as image software writes: no OCT geometry
+        tifffile.imwrite(path, pages, photometric="minisblack", resolution=(80.0, 250.0),
+                         resolutionunit="CENTIMETER")
+        want = Spacing(source="none in file")
+    (vol,) = read_input(path)
+    assert len(vol.bscans) == 3
+    for field_name in ("lateral_mm", "axial_mm", "bscan_mm"):
+        assert getattr(vol.spacing, field_name) == pytest.approx(getattr(want, field_name))
+    assert vol.spacing.source == want.source

@@ -137,10 +137,16 @@ def read_image(path) -> np.ndarray:
         scale = 1.0
     else:
         raise DataError(f"{path}: unsupported pixel type {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if arr.ndim == 3:
-        arr = arr @ _LUMA_601
+    arr = rgb_to_grey(arr) if arr.ndim == 3 else arr.astype(np.float64)
     return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+
+
+def rgb_to_grey(rgb) -> np.ndarray:
+    """RGB (..., 3) -> float64 grey (...): BT.601 luma; equal channels are kept exactly."""
+    rgb = np.asarray(rgb)
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0].astype(np.float64)
+    return rgb.astype(np.float64) @ _LUMA_601
 
 
 def read_mask(path, binary: bool = True, n_classes: int | None = None) -> np.ndarray:

@@ -159,10 +159,10 @@ class PositionEmbedding(layers.Layer):
 
     def call(self, x):
         static_hw = tuple(x.shape[1:3])
-        table = ops.cast(self.embedding, x.dtype)
-        if static_hw != self.grid_size:
+        table = self.embedding
+        if static_hw != self.grid_size:  # resize returns float32 whatever the input dtype
             table = tf.image.resize(table, tf.shape(x)[1:3], method="bilinear")
-        return x + table[None]
+        return x + ops.cast(table, x.dtype)[None]
 
     def get_config(self):
         config = super().get_config()

@@ -35,17 +35,18 @@ Choices the paper leaves open (decided here):
   input_size the grid of a 512 x 512 input) and resized bilinearly for other grids (ViT
   practice).
 * Patches must be square (the bilinear upsampling back to the deepest map uses one factor).
-* CNN parts exactly as kuc: per encoder level [downsample] + conv_stack(stack_num_down); per
-  decoder level upsample -> conv_stack(1) -> concat skip -> conv_stack(stack_num_up).
+* CNN parts exactly as kuc, and as our U-Net (oct_seg.models.unet.unet_encoder / unet_decoder):
+  per encoder level [downsample] + conv_stack(stack_num_down); per decoder level upsample ->
+  conv_stack(1) -> concat skip -> conv_stack(stack_num_up).
 """
 import keras
 from keras import layers
 
-from oct_seg.models.blocks import (SizeCheck, UpsampleBilinear, conv_stack, decode_step,
-                                   encode_step, output_head, validate_common)
+from oct_seg.models.blocks import SizeCheck, UpsampleBilinear, output_head, validate_common
 from oct_seg.models.transformer import (PatchEmbedding, PositionEmbedding,
                                         TransformerEncoderBlock, _activation, _pair,
                                         _positive_int)
+from oct_seg.models.unet import unet_decoder, unet_encoder
 
 REFERENCE_SIZE = 512  # input side used for the position-embedding grid of dynamic-size nets
 
@@ -81,15 +82,8 @@ def transunet_base(input_tensor, filter_num, stack_num_down=2, stack_num_up=2, e
     filter_num = [int(f) for f in filter_num]
     levels = len(filter_num)
 
-    x = conv_stack(input_tensor, filter_num[0], stack_num_down, activation, batch_norm,
-                   name=f"{name}_down0")
-    skips = [x]
-    for i, f in enumerate(filter_num[1:], start=1):
-        x = encode_step(x, f, pool, activation=activation, batch_norm=batch_norm,
-                        name=f"{name}_down{i}_encode")
-        x = conv_stack(x, f, stack_num_down, activation, batch_norm, name=f"{name}_down{i}_conv")
-        skips.append(x)
-
+    skips = unet_encoder(input_tensor, filter_num, stack_num_down, activation, batch_norm, pool,
+                         name)
     deepest = skips.pop()
     scale = 2 ** (levels - 1) * patch
     grid = [n // scale if n is not None else max(1, round(REFERENCE_SIZE / scale))
@@ -104,15 +98,7 @@ def transunet_base(input_tensor, filter_num, stack_num_down=2, stack_num_up=2, e
     if patch > 1:
         t = UpsampleBilinear(patch, name=f"{name}_vit_upsample")(t)
     x = layers.Add(name=f"{name}_vit_fuse")([deepest, t])
-
-    for i, (f, skip) in enumerate(zip(filter_num[-2::-1], skips[::-1])):
-        x = decode_step(x, f, unpool, activation=activation, batch_norm=batch_norm,
-                        name=f"{name}_up{i}_decode")
-        x = conv_stack(x, f, 1, activation, batch_norm, name=f"{name}_up{i}_conv_before_concat")
-        x = layers.Concatenate(axis=-1, name=f"{name}_up{i}_concat")([x, skip])
-        x = conv_stack(x, f, stack_num_up, activation, batch_norm,
-                       name=f"{name}_up{i}_conv_after_concat")
-    return x
+    return unet_decoder(x, skips, filter_num, stack_num_up, activation, batch_norm, unpool, name)
 
 
 def build_transunet(input_size=(512, 512, 1), filter_num=(64, 128, 256, 512, 1024), n_labels=1,

@@ -28,14 +28,24 @@ def unet_base(input_tensor, filter_num, stack_num_down=2, stack_num_up=2, activa
     """U-Net encoder-decoder without head.
 
     input_tensor: (B, H, W, C), H and W divisible by 2**(len(filter_num)-1).
-    Each decoder level: upsample -> conv_stack(1) -> concat skip -> conv_stack(stack_num_up).
-    Returns the full-resolution decoder features (B, H, W, filter_num[0]).
+    Encoder: unet_encoder; decoder: unet_decoder. Returns the full-resolution decoder features (B, H, W, filter_num[0]).
     """
     validate_common(filter_num, 1, pool, unpool, activation)
     skips = unet_encoder(input_tensor, filter_num, stack_num_down, activation, batch_norm, pool,
                          name)
-    x = skips[-1]
-    for i, (f, skip) in enumerate(zip(filter_num[-2::-1], skips[-2::-1])):
+    return unet_decoder(skips[-1], skips[:-1], filter_num, stack_num_up, activation, batch_norm,
+                        unpool, name)
+
+
+def unet_decoder(x, skips, filter_num, stack_num_up=2, activation="ReLU", batch_norm=False,
+                 unpool=True, name="unet"):
+    """U-Net decoder (also TransUNet's): per level, deepest first, upsample -> conv_stack(1)
+    -> concat skip -> conv_stack(stack_num_up).
+
+    x: deepest features (B, H/2**L, W/2**L, filter_num[-1]), L = len(filter_num) - 1; skips: the
+    L shallower encoder features, shallowest first. Returns (B, H, W, filter_num[0]).
+    """
+    for i, (f, skip) in enumerate(zip(filter_num[-2::-1], skips[::-1])):
         x = decode_step(x, f, unpool, activation=activation, batch_norm=batch_norm,
                         name=f"{name}_up{i}_decode")
         x = conv_stack(x, f, 1, activation, batch_norm, name=f"{name}_up{i}_conv_before_concat")
