@@ -5,13 +5,14 @@ one uint8 multi-page TIFF in a temporary folder. Network: oct_seg's default, the
 TransUNet (`build_transunet()`, 512 x 512 input, untrained weights: timing only).
 
 Paths (--paths):
-  stock  oct_seg.predict.predict_files(model, [volume], out) as the CLI runs it; stages
-         timed by wrapping its steps (read_input, predict_image, mask/overlay/PNG writing).
-         If predict_files does not accept a multi-page TIFF, the same slices as PNG files
-         are given instead (noted in the output).
-  fast   the same outputs with the volume read once, all slices resized in one call, the
-         network run as one compiled (tf.function) predict over batches of --batch, and
-         the same writers: read / preprocess / model / postprocess / write timed separately.
+  stock       oct_seg.predict.predict_files(model, [volume.tif], out) as `oct-seg predict`
+              runs it (batch 4, float32); stages timed by wrapping its steps (read_input,
+              predict_image = preprocess + model + postprocess, PNG writing).
+  stock-bf16  the same with precision="mixed_bfloat16" (`oct-seg predict --precision
+              mixed_bfloat16`).
+  fast        the same outputs with the network run as one compiled (tf.function) predict
+              over batches of --batch and every stage timed separately (read / preprocess /
+              model / postprocess / write): where the time goes, and what compiling adds.
 Writes a JSON with per-stage seconds (--out-json).
 """
 import argparse
@@ -28,8 +29,8 @@ DUKE = Path(os.environ.get("OCT_SEG_DATA", Path(__file__).resolve().parents[2] /
                            "data")) / "duke_dme" / "images"
 
 
-def make_volume(folder: Path, n: int, quick=False) -> tuple[Path, list[Path]]:
-    """Write the n-slice uint8 multi-page TIFF (and the slices as PNGs); return the paths."""
+def make_volume(folder: Path, n: int) -> Path:
+    """Write the n-slice uint8 multi-page TIFF (one page per B-scan); return its path."""
     import numpy as np
     import tifffile
     from PIL import Image
@@ -43,15 +44,9 @@ def make_volume(folder: Path, n: int, quick=False) -> tuple[Path, list[Path]]:
         if img.shape != (496, 768):
             img = np.asarray(Image.fromarray(img).resize((768, 496)))
         slices.append(img)
-    stack = np.stack(slices)
     tif = folder / "volume.tif"
-    tifffile.imwrite(tif, stack)  # one page per B-scan
-    pngs = []
-    (folder / "slices").mkdir()
-    for k, img in enumerate(slices):
-        pngs.append(folder / "slices" / f"volume_b{k:03d}.png")
-        Image.fromarray(img).save(pngs[-1])
-    return tif, pngs
+    tifffile.imwrite(tif, np.stack(slices), photometric="minisblack")
+    return tif
 
 
 class Timer:
@@ -86,8 +81,8 @@ class Timer:
         return wrapped
 
 
-def run_stock(model, tif, pngs, out_dir):
-    """predict_files on the TIFF (or the PNG slices); stage times by wrapping its steps."""
+def run_stock(model, tif, out_dir, precision=None):
+    """predict_files on the TIFF volume; stage times by wrapping its steps."""
     import oct_seg.inference as inference
     import oct_seg.predict as predict
 
@@ -96,21 +91,10 @@ def run_stock(model, tif, pngs, out_dir):
     predict.read_input = timer.wrap("read", predict.read_input)
     inference.predict_image = timer.wrap("predict_image", inference.predict_image)
     predict._save_png = timer.wrap("write", predict._save_png)
-    note = None
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            areas = predict.predict_files(model, [tif], out_dir, progress=False)
-            inputs = "multi-page TIFF"
-        except ValueError as err:
-            note = (f"predict_files does not read the multi-page TIFF ({str(err)[:160]}); "
-                    "timed on the same slices as PNG files")
-            timer.times.clear()
-            timer.cpu.clear()
-            t0, c0 = time.perf_counter(), time.process_time()
-            areas = predict.predict_files(model, pngs, Path(str(out_dir) + "_png"),
-                                          progress=False)
-            inputs = "PNG slices"
+        areas = predict.predict_files(model, [tif], out_dir, progress=False,
+                                      precision=precision)
         total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         predict.read_input, inference.predict_image, predict._save_png = saved
@@ -120,11 +104,12 @@ def run_stock(model, tif, pngs, out_dir):
     c = timer.cpu
     c["total"] = total_cpu
     c["other"] = total_cpu - sum(v for k, v in c.items() if k != "total")
-    return dict(name=f"stock predict_files ({inputs}, {len(pngs)} B-scans)", times=t, cpu=c,
-                n_slices=len(pngs), n_rows=len(areas), note=note)
+    n = int(areas["volume"].size)
+    return dict(name=f"stock predict_files (batch 4, {precision or 'float32'})", times=t, cpu=c,
+                n_slices=n, n_rows=len(areas))
 
 
-def run_fast(model, tif, out_dir, batch, precision="float32"):
+def run_fast(model, tif, out_dir, batch):
     """Same outputs; one read, one batched resize, one compiled predict, same writers."""
     import keras
     import numpy as np
@@ -132,21 +117,13 @@ def run_fast(model, tif, out_dir, batch, precision="float32"):
     import tensorflow as tf
 
     from oct_seg import predict
-    from oct_seg.volumes import Volume, read_input, to_unit_range
+    from oct_seg.volumes import read_input
 
     timer = Timer()
     t0, c0 = time.perf_counter(), time.process_time()
     with timer("read"):
-        try:
-            vols = read_input(tif)
-            bscans = vols[0].bscans if len(vols[0].bscans) > 1 else None
-        except ValueError:
-            bscans = None
-        if bscans is None:  # oct_seg reads a .tif as one image: read the pages here
-            import tifffile
-            raw = tifffile.imread(tif)
-            bscans = to_unit_range(list(raw))
-        volume = Volume(tif.stem, tif, bscans)
+        (volume,) = read_input(tif)
+        bscans = volume.bscans
     with timer("preprocess"):
         x = np.stack(bscans)[..., None].astype(np.float32)
         h, w = x.shape[1:3]
@@ -173,27 +150,30 @@ def run_fast(model, tif, out_dir, batch, precision="float32"):
         predict.volume_table(areas).to_csv(out_dir / "fluid_volumes.csv", index=False)
     timer.times["total"] = time.perf_counter() - t0
     timer.cpu["total"] = time.process_time() - c0
-    return dict(name=f"fast (batch {batch}, compiled predict, {precision})", times=timer.times,
+    return dict(name=f"fast (batch {batch}, compiled predict, float32)", times=timer.times,
                 cpu=timer.cpu, n_slices=len(bscans), n_rows=len(areas))
+
+
+PATHS = {"stock": lambda model, tif, out, a: run_stock(model, tif, out),
+         "stock-bf16": lambda model, tif, out, a: run_stock(model, tif, out, "mixed_bfloat16"),
+         "fast": lambda model, tif, out, a: run_fast(model, tif, out, a.batch)}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--slices", type=int, default=61)
-    p.add_argument("--paths", default="fast,stock")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--stock-slices", type=int, default=0,
-                   help="B-scans for the stock path (0 = all; fewer to save time on a busy "
-                        "machine: its cost is linear in B-scans)")
-    p.add_argument("--precision", default="float32")
+    p.add_argument("--paths", default="stock,stock-bf16,fast", help=f"some of {', '.join(PATHS)}")
+    p.add_argument("--batch", type=int, default=4, help="batch of the fast path")
     p.add_argument("--quick", action="store_true", help="tiny TransUNet (smoke test)")
     p.add_argument("--out-json", required=True)
     a = p.parse_args(argv)
+    paths = [n for n in a.paths.split(",") if n]
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        p.error(f"unknown --paths {unknown}; use {', '.join(PATHS)}")
 
     import keras
 
-    if a.precision != "float32":
-        keras.config.set_dtype_policy(a.precision)
     from oct_seg.models.transunet import build_transunet
 
     kw = dict(filter_num=[4, 8, 16, 32, 64], embed_dim=16, num_mlp=32) if a.quick else {}
@@ -201,32 +181,17 @@ def main(argv=None):
     model = build_transunet(**kw)
     network = "build_transunet(" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
     result = dict(n_slices=a.slices, height=496, width=768, network=network,
-                  params=int(model.count_params()), precision=a.precision,
+                  params=int(model.count_params()),
                   model_input=tuple(model.inputs[0].shape[1:]), paths=[], notes=[])
     with tempfile.TemporaryDirectory(prefix="octseg_bench_") as tmp:
         tmp = Path(tmp)
-        tif, pngs = make_volume(tmp, a.slices, a.quick)
-        for name in a.paths.split(","):
-            if name == "fast":
-                res = run_fast(model, tif, tmp / "out_fast", a.batch, a.precision)
-            elif name == "stock":
-                n = a.stock_slices or a.slices
-                if n < a.slices:
-                    import numpy as np
-                    import tifffile
-                    tif_n = tmp / f"volume_{n}.tif"
-                    tifffile.imwrite(tif_n, np.asarray(tifffile.imread(tif))[:n])
-                else:
-                    tif_n = tif
-                res = run_stock(model, tif_n, pngs[:n], tmp / "out_stock")
-            else:
-                raise ValueError(f"unknown path {name!r}; use fast, stock")
-            if res.get("note"):
-                result["notes"].append(res["note"])
+        tif = make_volume(tmp, a.slices)
+        for name in paths:
+            res = PATHS[name](model, tif, tmp / f"out_{name}", a)
             result["paths"].append(res)
             print(json.dumps(res), flush=True)
-    result["notes"].append("first-call graph tracing is included in 'model' (a clinic run "
-                           "pays it once per volume)")
+    result["notes"].append("first-call graph tracing is included in 'model' / 'predict_image' "
+                           "(a clinic run pays it once per volume)")
     Path(a.out_json).write_text(json.dumps(result, indent=1))
     return 0
 

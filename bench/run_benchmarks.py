@@ -424,8 +424,9 @@ def parse_args(argv=None):
     p.add_argument("--volume", default="on", choices=("on", "off", "only"),
                    help="time the 61-slice volume job (default on)")
     p.add_argument("--volume-slices", type=int, default=61)
-    p.add_argument("--volume-paths", default="fast,stock",
-                   help="fast (batched compiled predict), stock (oct_seg.predict.predict_files)")
+    p.add_argument("--volume-paths", default="stock,stock-bf16,fast",
+                   help="stock (oct_seg.predict.predict_files), stock-bf16 (the same in "
+                        "mixed_bfloat16), fast (compiled predict, every stage timed)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: size 64, width 1/8, 1 rep, short timing, no paper section, "
                         "volume of 3 slices")
