@@ -88,3 +88,21 @@ def test_plan_interleaves_and_summary_ratios(runner, tmp_path):
     md = runner.markdown(info, list(summary.values()), None, [], args, "RUN", "RUN_raw.csv", 60)
     assert "| unet | 64 | ours (ours) | 10 | 3 | **1.50** (1.00–2.00) | – |" in md
     assert "test cpu" in md and args.command in md
+
+
+def test_volume_job_paths_write_the_same_outputs(duke_dir, tmp_path, monkeypatch):
+    """bench/_volume.py --quick on a 2-slice TIFF: every path runs and reports its stages."""
+    volume = _load("_volume")
+    monkeypatch.setattr(volume, "DUKE", duke_dir / "images")
+    out = tmp_path / "volume.json"
+    assert volume.main(["--quick", "--slices", "2", "--out-json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    names = [p["name"] for p in result["paths"]]
+    assert names == ["stock predict_files (batch 4, float32)",
+                     "stock predict_files (batch 4, mixed_bfloat16)",
+                     "fast (batch 4, compiled predict, float32)"]
+    for path in result["paths"]:
+        assert path["n_slices"] == 2 and path["n_rows"] == 2
+        assert path["times"]["total"] >= max(v for k, v in path["times"].items() if k != "total")
+    assert set(result["paths"][0]["times"]) >= {"read", "predict_image", "write", "total"}
+    assert set(result["paths"][2]["times"]) >= {"read", "preprocess", "model", "postprocess"}

@@ -132,6 +132,17 @@ def test_experiment_configs_share_settings_and_network_kwargs_modes():
         R.experiment_configs([("vgg", "dice")], R.network_kwargs("QUICK"))
 
 
+def test_full_settings_reach_the_configs_and_the_settings_table():
+    full = R.experiment_configs([("unet", "dice"), ("swin_unet", "dice")],
+                                R.network_kwargs("FULL"), **R.SETTINGS["FULL"])
+    unet, swin = full[("unet", "dice")], full[("swin_unet", "dice")]
+    assert unet.bn_momentum == 0.9 and unet.n_folds == 5 and unet.image_size == (128, 192)
+    table = R.setting_differences(unet)
+    assert table.loc["normalisation", "ours"] == "batch norm, momentum 0.9"
+    assert table.loc["cross-validation", "ours"] == "5-fold CV split by patient"
+    assert R.setting_differences(swin).loc["normalisation", "ours"] == "no batch norm"
+
+
 def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
     """Two untrained tiny nets saved as fold models; the grid scores each against the truth."""
     import keras
