@@ -36,9 +36,9 @@ Multi-page TIFF stacks (ImageJ / vendor exports): the page count decides, never 
 shape; every page must have the same size and pixel type (else ValueError naming the page).
 Pages are scaled as images are (integers divided by their type's maximum), so a page reads
 exactly as the same B-scan saved alone; colour pages (RGB samples within a page, alpha
-dropped) become grey with read_image's rule (BT.601 luma, equal channels kept exactly). X resolution
-gives the lateral, Y the axial spacing; the B-scan spacing is ImageJ's Z `spacing` (when the
-pages are its slices) or OME PhysicalSizeZ (when SizeZ = page count).
+dropped) become grey with read_image's rule (BT.601 luma, equal channels kept exactly).
+X resolution gives the lateral, Y the axial spacing; the B-scan spacing is ImageJ's Z
+`spacing` (when the pages are its slices) or OME PhysicalSizeZ (when SizeZ = page count).
 """
 from __future__ import annotations
 
