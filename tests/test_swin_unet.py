@@ -83,3 +83,31 @@ def test_windows_limit_mixing_and_shift_crosses_them(shift_window):
 def test_bad_swin_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_swin_unet(**{"input_size": (64, 64, 1), **TINY, **kwargs})
+
+
+def test_black_scan_gives_finite_small_gradients_at_init():
+    """An all-black B-scan (as the augmentation's zero fill makes in part of every rotated scan)
+    must not blow up the gradient: with a zero-initialised patch-embedding bias its tokens have
+    zero variance and each LayerNorm multiplies the gradient by 1/sqrt(eps) = 316 (~1e37 after
+    the 3-level net's norms, inf in Adam). Reference: the gradient on a random-noise scan."""
+    import keras
+    import tensorflow as tf
+
+    from oct_seg.losses import DiceLoss
+
+    keras.utils.set_random_seed(0)
+    model = build_swin_unet(input_size=(64, 64, 1), filter_num_begin=16, depth=3,
+                            num_heads=[2, 4, 4], window_size=[4, 2, 2], num_mlp=64,
+                            patch_size=(4, 4))
+    mask = np.zeros((1, 64, 64, 1), "float32")
+    mask[0, 20:30, 20:40] = 1
+
+    def largest_gradient(image):
+        with tf.GradientTape() as tape:
+            loss = DiceLoss(per_image=False)(mask, model(image, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        return max(float(np.max(np.abs(tf.convert_to_tensor(g)))) for g in grads if g is not None)
+
+    noise = largest_gradient(np.random.default_rng(0).random((1, 64, 64, 1)).astype("float32"))
+    black = largest_gradient(np.zeros((1, 64, 64, 1), "float32"))
+    assert np.isfinite(black) and black < 100 * noise, (black, noise)

@@ -102,7 +102,13 @@ class PatchEmbedding(layers.Layer):
     """Non-overlapping patches -> embed_dim tokens: Conv2D(kernel = stride = patch_size).
 
     (B, H, W, Cin) -> (B, H/ph, W/pw, embed_dim). H, W must be multiples of the patch (the
-    builders' SizeCheck guarantees it). normalize=True adds a LayerNorm (Swin style)."""
+    builders' SizeCheck guarantees it). normalize=True adds a LayerNorm (Swin style); its
+    projection bias then starts uniform in +-1/sqrt(ph*pw*Cin) (PyTorch's Conv2d default, as in
+    the Swin-UNet reference) instead of Keras' zeros: with zeros, an exactly uniform image region
+    (the augmentation's zero fill, a black border) gives tokens with zero variance across
+    channels, every LayerNorm on them multiplies the gradient by 1/sqrt(epsilon) = 316, and
+    after the ~14 norms of a 3-level Swin-UNet the gradient overflows to inf (3 of 5 Duke folds
+    went NaN in their first epoch)."""
 
     def __init__(self, patch_size, embed_dim, normalize=False, **kwargs):
         super().__init__(**kwargs)
@@ -117,6 +123,9 @@ class PatchEmbedding(layers.Layer):
         self.proj.build(input_shape)
         if self.norm is not None:
             self.norm.build(tuple(input_shape[:-1]) + (self.embed_dim,))
+            bound = (self.patch_size[0] * self.patch_size[1] * int(input_shape[-1])) ** -0.5
+            self.proj.bias.assign(
+                keras.initializers.RandomUniform(-bound, bound)(self.proj.bias.shape))
 
     def call(self, x):
         x = self.proj(x)
