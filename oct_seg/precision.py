@@ -11,7 +11,7 @@ PRECISIONS:
                     Keras' compile() wraps the optimizer in a LossScaleOptimizer. On CPU it
                     is slower than float32.
 Mixed precision changes the numerics: compare validation Dice on your data before relying on
-it (BENCHMARKS.md reports the check on Duke DME).
+it (bench/README.md, "Findings", reports the check on Duke DME).
 """
 from __future__ import annotations
 

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "PAPER", "PAPER_SOURCE", "PUBLISHED_DUKE", "PROTOCOL_NOTES", "NETWORK_LABELS", "LOSS_LABELS", "NETWORKS",
-    "LOSSES", "SETTINGS", "network_kwargs", "LOSS_KWARGS", "experiment_configs", "run_dir_for",
-    "run_experiments", "subset_data", "run_summary", "run_facts", "trivial_baseline",
+    "PAPER", "PAPER_SOURCE", "PUBLISHED_DUKE", "PROTOCOL_NOTES", "NETWORK_LABELS",
+    "LOSS_LABELS", "NETWORKS", "LOSSES", "SETTINGS", "network_kwargs", "LOSS_KWARGS",
+    "experiment_configs", "run_dir_for", "run_experiments", "subset_data", "run_summary", "run_facts", "trivial_baseline",
     "pooled_scores", "results_table",
     "compare_with_paper", "setting_differences", "mean_history", "curves_figure",
     "pick_example_scan", "segmentation_grid", "write_csv",
@@ -155,8 +155,8 @@ LOSS_KWARGS = {"dice": dict(_BATCH), "focal_tversky": dict(_BATCH),
 
 
 # Training settings of the real runs and of the test-suite runs (QUICK). FULL is what the
-# 2-core CPU finishes for all ten experiments x 5 folds in about an hour (two trainings at a
-# time, one thread each; a U-Net fold of 20 epochs takes ~1.5 min there).
+# 2-core CPU finishes for all ten experiments x 5 folds in about 1.5 h (two trainings at a
+# time, one thread each; a U-Net fold of 20 epochs takes ~2 min there).
 # learning_rate 1e-3 (the TrainConfig default): at 2e-3 a narrow U-Net with Dice loss collapsed
 # to an all-zero output within ~40 steps even when over-fitting 8 fluid-rich scans.
 SETTINGS = {
