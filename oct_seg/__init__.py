@@ -2,7 +2,8 @@
 
 Public entry points: the six builders (`build_unet`, ..., `build_transunet`), `build_model`
 and `MODELS`, the losses and metrics, `predict_image`, `train` / `cross_validate`,
-`evaluate_model`, `predict_files` and `export_model`. The `oct-seg` command wraps them.
+`evaluate_model`, `predict_files`, `export_model` and mixed precision (`precision_scope`,
+`with_precision`). The `oct-seg` command wraps them.
 """
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ from oct_seg.train import TrainConfig, cross_validate, train, train_final
 from oct_seg.evaluate import evaluate_folder, evaluate_model
 from oct_seg.predict import load_model, predict_files
 from oct_seg.export import export_model
+from oct_seg.precision import PRECISIONS, precision_scope, with_precision
 
 __all__ = [
     "MODELS", "PRESETS", "build_model",
@@ -40,4 +42,5 @@ __all__ = [
     "summarize_scores",
     "TrainConfig", "train", "cross_validate", "train_final", "evaluate_model", "evaluate_folder",
     "predict_files", "load_model", "export_model",
+    "PRECISIONS", "precision_scope", "with_precision",
 ]

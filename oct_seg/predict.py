@@ -234,7 +234,7 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
     model_or_path: keras.Model, .keras file or SavedModel folder. spacing: optional
     user-given geometry overriding / completing the file's. batch_size: B-scans per model
     call (same-size B-scans of one volume). precision: None (the model's own) or one of
-    oct_seg.precision.PRECISIONS to run the model in (precision.with_precision). Returns the
+    oct_seg.precision.PRECISIONS to run the model in (oct_seg.with_precision). Returns the
     per-B-scan fluid table (also written as fluid_areas.csv). Raises before writing anything
     when an input is missing or of an unsupported type.
     """
