@@ -166,7 +166,11 @@ def _verify(model, info: dict, run, what: str):
         return
     probe = probe_input(info)
     want = keras.ops.convert_to_numpy(model(probe, training=False))
-    diff = float(np.max(np.abs(np.asarray(run(probe)) - want)))
+    got = np.asarray(run(probe))
+    if got.shape != want.shape:  # no broadcasting: a wrong output shape is a broken export
+        raise ValueError(f"exported {what} returns shape {got.shape}, the Keras model "
+                         f"{want.shape}")
+    diff = float(np.max(np.abs(got - want)))
     if not diff < TOLERANCE:
         raise ValueError(f"exported {what} differs from the Keras model by {diff:.3g} "
                          f"(tolerance {TOLERANCE})")

@@ -127,3 +127,19 @@ def test_export_errors(any_size_unet, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="ONNX export needs .*tf2onnx.*--format savedmodel"):
         export_model(any_size_unet, tmp_path / "x", format="onnx")
     assert not (tmp_path / "x").exists()
+
+
+def test_verify_rejects_a_wrong_output_shape(any_size_unet):
+    """The check after export compares shapes first: (1, N, H, W, 1) from an exported graph
+    would broadcast against the Keras (N, H, W, 1) and pass a value-only comparison (a CI run
+    once got a (1, 1, 16, 24, 1) ONNX output; see test_onnx_export)."""
+    from oct_seg.export import _verify, export_info
+
+    info = export_info(any_size_unet)
+
+    def keras_run(x):
+        return keras.ops.convert_to_numpy(any_size_unet(x))
+
+    _verify(any_size_unet, info, keras_run, "probe")  # same model: passes
+    with pytest.raises(ValueError, match=r"returns shape \(1, 2, 64, 64, 1\), the Keras model"):
+        _verify(any_size_unet, info, lambda x: keras_run(x)[None], "probe")
