@@ -104,9 +104,8 @@ def run_stock(model, tif, out_dir, precision=None):
     c = timer.cpu
     c["total"] = total_cpu
     c["other"] = total_cpu - sum(v for k, v in c.items() if k != "total")
-    n = int(areas["volume"].size)
     return dict(name=f"stock predict_files (batch 4, {precision or 'float32'})", times=t, cpu=c,
-                n_slices=n, n_rows=len(areas))
+                n_slices=len(areas), n_rows=len(areas))
 
 
 def run_fast(model, tif, out_dir, batch):
