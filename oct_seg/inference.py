@@ -87,8 +87,16 @@ def _resize(x, hw):
         keras.ops.image.resize(x, tuple(hw), interpolation="bilinear", antialias=True))
 
 
-def predict_image(model, image, batch_size=1, mode="auto", multiple=None):
+def predict_image(model, image, batch_size=1, mode="auto", multiple=None, tta=False):
     """Probability map of an OCT B-scan (or a batch) at its own height and width.
+
+    model: a Keras model, or a sequence of models (an ensemble, e.g. the fold models of a
+    cross-validation run): their probability maps are averaged (each model meets its own
+    input requirement).
+    tta: also predict the left-right mirrored B-scan and average it, mirrored back, with the
+    direct prediction (test-time augmentation; 2x the time). Left-right is the one flip that
+    keeps an OCT B-scan anatomically plausible (the retina stays on top); the networks are
+    trained with it (oct_seg.data.pipeline.Augment.flip).
 
     image: (H, W), (H, W, C), (N, H, W) or (N, H, W, C); float in [0, 1] or uint8 (divided by
     255). C is the model's input channels (1 for grey B-scans).
@@ -108,9 +116,30 @@ def predict_image(model, image, batch_size=1, mode="auto", multiple=None):
         raise ValueError(f"mode must be 'auto', 'pad' or 'resize'; got {mode!r}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("model is an empty sequence; pass a model or a list of models")
+    channels = {tuple(m.inputs[0].shape)[-1] for m in models}
+    if len(channels) > 1:
+        raise ValueError(f"the models of an ensemble take different input channels {channels}")
+    x, single = _as_batch(image, channels.pop())
+    total = 0.0
+    for net in models:
+        for flip in ((False, True) if tta else (False,)):
+            if flip:
+                total = total + _predict_batch(net, x[:, :, ::-1], batch_size, mode,
+                                               multiple)[:, :, ::-1]
+            else:
+                total = total + _predict_batch(net, x, batch_size, mode, multiple)
+    y = (total / (len(models) * (2 if tta else 1))).astype(np.float32)
+    return y[0] if single else y
+
+
+def _predict_batch(model, x, batch_size, mode, multiple):
+    """(N, H, W, n_labels) probabilities of one model for a float32 batch x (N, H, W, C)."""
     mult, fixed = input_requirements(model, multiple)
     in_shape = tuple(model.inputs[0].shape)
-    x, single = _as_batch(image, in_shape[-1])
+    x = np.ascontiguousarray(x)
     h, w = x.shape[1:3]
     static = None if None in in_shape[1:3] else tuple(in_shape[1:3])
     target = fixed or static
@@ -145,5 +174,5 @@ def predict_image(model, image, batch_size=1, mode="auto", multiple=None):
     else:
         top, left = ph // 2, pw // 2
         y = y[:, top:top + h, left:left + w]
-    return y[0] if single else y
+    return y
 

@@ -122,3 +122,37 @@ def test_real_bscan_keeps_its_size(duke_dir):
     prob = predict_image(model, image)
     assert prob.shape == image.shape + (1,)
     assert image.shape == (496, 768)
+
+
+def _shift_model(multiple=8):
+    """Output at column j = sigmoid(input at column j + 1): not mirror-symmetric."""
+    inp = keras.Input((None, None, 1))
+    x = SizeCheck(multiple)(inp)
+    conv = keras.layers.Conv2D(1, (1, 3), padding="same", activation="sigmoid")
+    out = conv(x)
+    kernel = np.zeros((1, 3, 1, 1), "float32")
+    kernel[0, 2, 0, 0] = 1.0
+    conv.set_weights([kernel, np.zeros(1, "float32")])
+    return keras.Model(inp, out)
+
+
+def test_ensemble_averages_the_models():
+    image = np.random.default_rng(3).random((24, 40)).astype("float32")
+    a, b = _pointwise_model(8), _shift_model(8)
+    expected = (predict_image(a, image) + predict_image(b, image)) / 2
+    np.testing.assert_allclose(predict_image([a, b], image), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        predict_image([], image)
+
+
+def test_flip_tta_mirrors_back():
+    # by hand: the shift model reads column j+1; mirrored it reads column j-1 (zero padded)
+    image = np.random.default_rng(4).random((16, 24)).astype("float32")
+    right = np.pad(image, ((0, 0), (0, 1)))[:, 1:]
+    left = np.pad(image, ((0, 0), (1, 0)))[:, :-1]
+    expected = (1 / (1 + np.exp(-right)) + 1 / (1 + np.exp(-left))) / 2
+    prob = predict_image(_shift_model(8), image, tta=True)
+    np.testing.assert_allclose(prob[..., 0], expected, atol=1e-6)
+    # a mirror-symmetric (pointwise) model is unchanged by TTA
+    np.testing.assert_allclose(predict_image(_pointwise_model(8), image, tta=True)[..., 0],
+                               _sig(image), atol=1e-6)

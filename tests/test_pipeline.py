@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from oct_seg.data import Augment, add_gaussian_noise, fit_to_size, make_dataset, make_phantom
 from oct_seg.data.phantom import FLUID_LEVEL
-from oct_seg.data.pipeline import GEOMETRY_ONLY
+from oct_seg.data.pipeline import GEOMETRY_ONLY, make_patch_dataset
 
 NONE = Augment(rotation=0, shift=0, crop=1.0, flip=False, brightness=0, contrast=0, gamma=0)
 
@@ -165,3 +165,69 @@ def test_bad_arguments():
         make_dataset(images, masks, augment="strong")
     with pytest.raises(ValueError, match="crop"):
         Augment(crop=0.0)
+
+
+def _locate(patch, canvas):
+    """(row, col) offsets where ``patch`` equals a window of ``canvas`` exactly."""
+    ph, pw = patch.shape
+    hits = [(r, c) for r in range(canvas.shape[0] - ph + 1) for c in range(canvas.shape[1] - pw + 1)
+            if np.array_equal(canvas[r:r + ph, c:c + pw], patch)]
+    return hits
+
+
+def test_patches_are_native_windows_of_image_and_mask():
+    # unique pixel values: a patch can only come from one window, its mask from the same one
+    rng = np.random.default_rng(0)
+    image = rng.permutation(40 * 56).reshape(40, 56).astype(np.float32) / (40 * 56)
+    mask = (rng.random((40, 56)) < 0.1).astype(np.uint8)
+    ds = make_patch_dataset([image], [mask], patch_size=(16, 24), batch_size=1, augment=False,
+                            foreground=0.5, seed=3)
+    for x, y in ds.repeat(5):
+        assert x.shape == (1, 16, 24, 1) and y.shape == (1, 16, 24, 1)
+        (r, c), = _locate(x.numpy()[0, ..., 0], image)
+        np.testing.assert_array_equal(y.numpy()[0, ..., 0], mask[r:r + 16, c:c + 24])
+
+
+def test_foreground_oversampling_by_hand():
+    # one fluid pixel in a 64 x 64 scan, 16 x 16 patches: a uniform patch holds it with
+    # probability 16 * 16 / (49 * 49) = 0.107 (pixel far from the border); foreground=1 always
+    image = np.full((64, 64), 0.5, np.float32)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[30, 40] = 1
+
+    def share(foreground):
+        ds = make_patch_dataset([image] * 50, [mask] * 50, (16, 16), batch_size=50,
+                                augment=False, foreground=foreground, seed=1)
+        hits = [y.numpy().reshape(50, -1).max(axis=1) for _, y in ds.repeat(8)]
+        return float(np.mean(hits))
+
+    assert share(1.0) == 1.0
+    assert abs(share(0.0) - 16 * 16 / 49 ** 2) < 0.04          # 400 draws: sd 0.015
+    assert abs(share(0.5) - (0.5 + 0.5 * 16 * 16 / 49 ** 2)) < 0.06
+
+
+def test_patch_larger_than_scan_is_zero_padded_and_same_seed_repeats():
+    images, masks = _phantoms(3, (40, 56))
+    ds = make_patch_dataset(images, masks, (48, 64), batch_size=3, augment=False, seed=5)
+    x, y = next(iter(ds))
+    assert x.shape == (3, 48, 64, 1)
+    found = sorted(i for xi in x.numpy()[..., 0] for i, img in enumerate(images)
+                   if _locate(img, xi) == [(4, 4)])                 # centred in a 48 x 64 canvas
+    assert found == [0, 1, 2]                                          # (in shuffled order)
+    assert y.numpy().sum() == sum(int((m > 0).sum()) for m in masks)
+    again = make_patch_dataset(images, masks, (48, 64), batch_size=3, augment=True, seed=5)
+    other = make_patch_dataset(images, masks, (48, 64), batch_size=3, augment=True, seed=6)
+    a, b, c = (next(iter(d))[0].numpy() for d in (again, make_patch_dataset(
+        images, masks, (48, 64), batch_size=3, augment=True, seed=5), other))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(patch_size=(0, 8)), "patch_size"), (dict(foreground=1.5), "foreground"),
+    (dict(batch_size=0), "batch_size"), (dict(noise_std=-1), "noise_std"),
+    (dict(augment="yes"), "augment")])
+def test_patch_dataset_bad_arguments(kwargs, match):
+    images, masks = _phantoms(1, (32, 32))
+    with pytest.raises((ValueError, TypeError), match=match):
+        make_patch_dataset(images, masks, **{"patch_size": (16, 16), **kwargs})

@@ -289,3 +289,103 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
 
         ds = ds.map(plain, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+
+
+def _pad_to_canvas(arrays, canvas):
+    """Zero-pad (H, W) arrays, centred, to canvas (h, w) >= their size; one stacked array."""
+    h, w = canvas
+    out = []
+    for a in arrays:
+        top, left = (h - a.shape[0]) // 2, (w - a.shape[1]) // 2
+        out.append(np.pad(a, ((top, h - a.shape[0] - top), (left, w - a.shape[1] - left))))
+    return np.stack(out)[..., None]
+
+
+def _crop_patch(seed, x, y, patch, foreground: float):
+    """Crop a (ph, pw) patch of x and y (H, W, 1) jointly; stateless.
+
+    With probability ``foreground`` (and if y holds fluid) the patch is placed so that one
+    fluid pixel, drawn uniformly from all fluid pixels, lands at a uniformly random position
+    inside it (then the patch is shifted back inside the canvas); otherwise its position is
+    uniform over the canvas.
+    """
+    ph, pw = patch
+    height, width = tf.shape(x)[0], tf.shape(x)[1]
+    seeds = tf.random.experimental.stateless_split(seed, num=5)
+    fluid = tf.cast(tf.where(y[..., 0] > 0.5), tf.int32)            # (N, 2) row, col
+    n = tf.shape(fluid)[0]
+    use_fg = (tf.random.stateless_uniform([], seeds[0]) < foreground) & (n > 0)
+    pick = tf.gather(tf.concat([fluid, tf.zeros((1, 2), tf.int32)], 0),
+                     tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(n, 1), tf.int32))
+    at = tf.random.stateless_uniform([2], seeds[2], 0, 2 ** 30, tf.int32) % tf.stack([ph, pw])
+    free = tf.stack([height - ph, width - pw]) + 1
+    uniform = tf.random.stateless_uniform([2], seeds[3], 0, 2 ** 30, tf.int32) % free
+    corner = tf.where(use_fg, tf.clip_by_value(pick - at, 0, free - 1), uniform)
+    x = tf.slice(x, tf.concat([corner, [0]], 0), [ph, pw, 1])
+    y = tf.slice(y, tf.concat([corner, [0]], 0), [ph, pw, 1])
+    return tf.ensure_shape(x, (ph, pw, 1)), tf.ensure_shape(y, (ph, pw, 1))
+
+
+def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4,
+                       augment=True, foreground: float = 0.5, noise_std: float = 0.0,
+                       seed: int = 0) -> tf.data.Dataset:
+    """Endless-epoch training set of native-resolution patches: (x, y), each (B, ph, pw, 1).
+
+    The B-scans are never resized, so a pixel keeps the scanner's spacing (a 1-pixel cyst
+    stays one pixel). Per scan and epoch: the whole scan (zero-padded, centred, to a common
+    canvas of max(H, ph) x max(W, pw)) is warped and its intensity changed by ``augment``
+    (``Augment``, as ``make_dataset``), then a ``patch_size`` patch is cut from it; with
+    probability ``foreground`` the patch is centred near a random fluid pixel (nnU-Net's
+    foreground oversampling: on Duke DME fluid is ~0.9 % of the pixels and a uniform
+    256 x 768 strip of a 496 x 768 scan misses it on ~35 % of the fluid scans), otherwise
+    placed uniformly. One epoch = one patch per scan, shuffled. Augmentation, cropping and
+    noise draws are stateless, seeded by (seed, epoch draw, scan index) as in make_dataset.
+
+    images: sequence of float (H, W) in [0, 1] (sizes may differ); masks: (H, W) integer
+    labels (non-zero = fluid). patch_size (ph, pw): the network's input size during
+    training (multiples of its size multiple). The default (256, 768) is a full-width strip
+    of a Spectralis B-scan: the network sees both lateral ends, so it can learn where the
+    graders' central annotation window lies.
+    """
+    images, masks = _stack(images, "images"), _stack(masks, "masks")
+    if len(masks) != len(images):
+        raise ValueError(f"{len(images)} images but {len(masks)} masks")
+    for i, (a, b) in enumerate(zip(images, masks)):
+        if a.shape != b.shape:
+            raise ValueError(f"image {i} has shape {a.shape} but its mask {b.shape}")
+        if not (np.issubdtype(a.dtype, np.floating) and a.size and 0.0 <= a.min() and a.max() <= 1.0):
+            raise ValueError(f"images[{i}] must be float in [0, 1] (use oct_seg.data.read_image)")
+    ph, pw = (int(s) for s in patch_size)
+    if ph < 1 or pw < 1:
+        raise ValueError(f"patch_size must be two positive ints, got {patch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= foreground <= 1.0:
+        raise ValueError(f"foreground must be a probability in [0, 1], got {foreground}")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    if augment is True:
+        augment = Augment()
+    elif augment is False or augment is None:
+        augment = Augment(rotation=0, shift=0, crop=1.0, flip=False, brightness=0, contrast=0,
+                          gamma=0)
+    elif not isinstance(augment, Augment):
+        raise TypeError(f"augment must be True, False or an Augment, got {type(augment).__name__}")
+    canvas = (max(ph, max(a.shape[0] for a in images)), max(pw, max(a.shape[1] for a in images)))
+    x = _pad_to_canvas([a.astype(np.float32) for a in images], canvas)
+    y = _pad_to_canvas([(m != 0).astype(np.uint8) for m in masks], canvas)
+    means = np.array([a.mean(dtype=np.float64) for a in images], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, means, y)).enumerate()
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    rand = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+    def sample(item, draw):
+        index, (image, mean, mask) = item
+        seeds = tf.random.experimental.stateless_split(tf.stack([draw, index]), num=2)
+        image, mask = _augment(seeds[0], image, tf.cast(mask, tf.float32), mean, augment,
+                               noise_std)
+        return _crop_patch(seeds[1], image, mask, (ph, pw), foreground)
+
+    ds = tf.data.Dataset.zip(ds, rand).map(sample, num_parallel_calls=AUTOTUNE,
+                                           deterministic=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
