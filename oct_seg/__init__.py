@@ -6,7 +6,7 @@ and `MODELS`, the losses and metrics, `predict_image`, `train` / `cross_validate
 `with_precision`). The `oct-seg` command wraps them.
 """
 
-__version__ = "0.1.0"
+from oct_seg._version import __version__  # noqa: F401  (public: oct_seg.__version__)
 
 from oct_seg._tf_import import import_tensorflow_quietly
 
@@ -27,7 +27,8 @@ from oct_seg.metrics import (DiceCoefficient, JaccardIndex, case_scores, score_t
                              summarize_scores)
 from oct_seg.train import TrainConfig, cross_validate, train, train_final
 from oct_seg.evaluate import evaluate_folder, evaluate_model
-from oct_seg.predict import load_model, predict_files
+from oct_seg.loading import load_model
+from oct_seg.predict import predict_files
 from oct_seg.export import export_model
 from oct_seg.precision import PRECISIONS, precision_scope, with_precision
 

@@ -290,7 +290,7 @@ def _cmd_evaluate(args):
     from oct_seg.data.readers import read_dataset
     from oct_seg.evaluate import evaluate_model
     from oct_seg.metrics import summarize_scores
-    from oct_seg.predict import load_model
+    from oct_seg.loading import load_model
 
     _check_data_dir(args.data)
     if args.noise_std < 0:

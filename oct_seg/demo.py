@@ -115,7 +115,8 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
     from oct_seg.metrics import DiceCoefficient, JaccardIndex, summarize_scores
     from oct_seg.models.registry import build_model
     from oct_seg.plots import plot_curves, plot_grid
-    from oct_seg.predict import atomic_dir, predict_files
+    from oct_seg.io import atomic_dir
+    from oct_seg.predict import predict_files
 
     started = time.monotonic()
     s = dict(SETTINGS["quick" if quick else "default"])
