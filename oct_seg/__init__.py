@@ -25,7 +25,7 @@ from oct_seg.losses import (LOSSES, CombinedLoss, DiceLoss, FocalTverskyLoss, Tv
                             WeightedBCE, get_loss)
 from oct_seg.metrics import (DiceCoefficient, JaccardIndex, case_scores, score_table,
                              summarize_scores)
-from oct_seg.train import TrainConfig, cross_validate, train, train_final
+from oct_seg.training import TrainConfig, cross_validate, train, train_final
 from oct_seg.evaluate import evaluate_folder, evaluate_model
 from oct_seg.loading import load_model
 from oct_seg.predict import predict_files

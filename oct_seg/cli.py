@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-kwargs", metavar="JSON", help="loss arguments as JSON")
     p.add_argument("--bn-momentum", type=float, metavar="M",
                    help="momentum of every batch-norm layer (with batch_norm in --model-kwargs); "
-                        "0.9 for short runs: see oct_seg.train.TrainConfig")
+                        "0.9 for short runs: see oct_seg.TrainConfig")
     p.add_argument("--precision", choices=PRECISIONS, help="compute precision (mixed_bfloat16: "
                    "~1.6x faster training on CPUs with AVX512_BF16; see oct_seg.precision); "
                    "default float32")
@@ -258,7 +258,7 @@ def _check_data_dir(path: Path):
 
 def _cmd_train(args):
     from oct_seg.distribute import get_strategy
-    from oct_seg.train import TrainConfig, train
+    from oct_seg.training import TrainConfig, train
 
     _check_data_dir(args.data)
     devices = _devices(args.devices)

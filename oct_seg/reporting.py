@@ -4,7 +4,7 @@ tables and figures that put our cross-validated runs beside Darooei et al. (2023
 Everything the notebooks in ``notebooks/`` show is computed here, so they only call functions.
 
 Run layout: one run directory per (network, loss) under an output root,
-``OUT/<model>__<loss>`` (see :func:`run_dir_for`), written by :func:`oct_seg.train.train`.
+``OUT/<model>__<loss>`` (see :func:`run_dir_for`), written by :func:`oct_seg.train`.
 Table 1 (six networks, Dice loss), Table 3 (TransUNet, five losses, clean scans) and Table 4
 (the same runs scored on the seeded noisy scans) all read from one root, so TransUNet + Dice is
 trained once and appears in Tables 1, 3 and 4.
@@ -191,7 +191,7 @@ def experiment_configs(pairs, model_kwargs: dict, image_size=(96, 160), epochs=1
     LOSS_KWARGS. noise_std is the std of the seeded additive Gaussian noise of the noisy
     test condition (images in [0, 1]); bn_momentum: see TrainConfig.
     """
-    from oct_seg.train import TrainConfig
+    from oct_seg.training import TrainConfig
 
     loss_kwargs = LOSS_KWARGS if loss_kwargs is None else loss_kwargs
     out = {}
@@ -218,7 +218,7 @@ def run_experiments(data_dir, out_dir, configs: dict, folds=None, verbose=2) -> 
     leaves every experiment with the same folds. Finished folds are skipped by the library,
     so calling this on finished run dirs only reads them.
     """
-    from oct_seg.train import summarize_run, train
+    from oct_seg.training import summarize_run, train
 
     dirs = {key: run_dir_for(out_dir, *key) for key in configs}
     n_folds = {cfg.n_folds for cfg in configs.values()}
@@ -503,7 +503,7 @@ def segmentation_grid(run_dirs: dict, data_dir, scan: str | None = None, noisy: 
     from oct_seg.evaluate import noise_seed, predict_probabilities
     from oct_seg.metrics import case_scores
     from oct_seg.plots import plot_grid
-    from oct_seg.train import TrainConfig
+    from oct_seg.training import TrainConfig
 
     scans = read_dataset(data_dir)
     scan = pick_example_scan(data_dir) if scan is None else scan

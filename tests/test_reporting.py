@@ -152,7 +152,7 @@ def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
     from oct_seg.evaluate import predict_probabilities
     from oct_seg.metrics import case_scores
     from oct_seg.models.registry import build_model
-    from oct_seg.train import TrainConfig
+    from oct_seg.training import TrainConfig
 
     data = write_phantom_dataset(tmp_path / "data", n_subjects=2, per_subject=1, height=40,
                                  width=56, seed=3)
