@@ -125,7 +125,7 @@ def test_experiment_configs_share_settings_and_network_kwargs_modes():
     assert a.image_size == (32, 48) and a.model_kwargs == b.model_kwargs
     assert b.loss_kwargs == {"pos_weight": 10.0} and a.loss_kwargs == {"per_image": False}
     assert R.run_dir_for("/x", "transunet", "dice").name == "transunet__dice"
-    assert set(R.network_kwargs("FULL")) == set(R.NETWORKS)
+    assert set(R.network_kwargs("FULL")) == set(R.TABLE1_NETWORKS)
     with pytest.raises(ValueError, match="mode"):
         R.network_kwargs("MEDIUM")
     with pytest.raises(ValueError, match="no model kwargs"):
