@@ -4,15 +4,22 @@ Every command prints a one-line `oct-seg: error: ...` on stderr and exits with s
 input is wrong (missing file, not a model, not an image, unwritable output, ...); --debug shows
 the full traceback instead. Outputs are written to a temporary folder next to --out and renamed
 at the end, so a failed command leaves no half-written output.
+
+Layout: one parser builder per command (`_add_<command>`) beside its handler (`_<command>`).
+Parsing imports neither TensorFlow nor Keras (choices come from oct_seg.names), so --help and
+usage errors answer at once; TensorFlow is imported, quietly, just before a command runs.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
+import json
 import sys
 import textwrap
 from pathlib import Path
+
+from oct_seg import names
+from oct_seg._version import __version__
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -32,6 +39,13 @@ _COMMON.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                      help="show full tracebacks instead of one-line error messages")
 
 
+def _add(sub, name, help_text, description, epilog=""):
+    return sub.add_parser(name, help=help_text, formatter_class=_Formatter, parents=[_COMMON],
+                          description=textwrap.dedent(description).strip(),
+                          epilog=textwrap.dedent(epilog).strip() or None)
+
+
+# ------------------------------------------------------------------------------ argument types
 def _size(values):
     """--image-size N or H W -> (H, W)."""
     if len(values) in (1, 2) and min(values) > 0:
@@ -47,28 +61,28 @@ def _positive_int(text):
     return value
 
 
-def _add(sub, name, help_text, description, epilog=""):
-    return sub.add_parser(name, help=help_text, formatter_class=_Formatter, parents=[_COMMON],
-                          description=textwrap.dedent(description).strip(),
-                          epilog=textwrap.dedent(epilog).strip() or None)
+def _json_arg(text, flag):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} is not valid JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object like '{{\"filter_num\": [16, 32]}}'")
+    return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from oct_seg import __version__
-    from oct_seg.precision import PRECISIONS
+def _check_data_dir(path: Path):
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: data folder not found")
+    if not (path / "index.csv").is_file():
+        raise FileNotFoundError(f"{path}: not a data folder (no index.csv); create one with "
+                                "`oct-seg data duke` or use phantoms via `oct-seg demo`")
 
-    parser = argparse.ArgumentParser(
-        prog="oct-seg", formatter_class=_Formatter,
-        description="Fluid segmentation in retinal OCT B-scans (U-Net family, TransUNet).",
-        epilog=textwrap.dedent("""
-            start here:   oct-seg demo              (trains, evaluates and exports a small
-                                                     TransUNet on synthetic B-scans, ~4 min CPU)
-            help on one command:  oct-seg COMMAND --help""").strip())
-    parser.add_argument("--version", action="version", version=f"oct-seg {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show full tracebacks instead of one-line error messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+# ----------------------------------------------------------------------------------------- train
+def _add_train(sub):
     p = _add(sub, "train", "train a model (cross-validation or one final model)", """
         Train a segmentation network on a data folder (images/, masks/, index.csv, e.g. from
         `oct-seg data duke`). With --folds K > 1 runs subject-wise K-fold cross-validation
@@ -82,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         --image-size 128 --out runs/unet_f0
           oct-seg train ... --devices cpu:2        (MirroredStrategy over 2 logical CPUs)""")
     p.add_argument("--data", required=True, type=Path, help="data folder (index.csv, images/, masks/)")
-    p.add_argument("--model", required=True, help="network name from the registry, e.g. unet, "
-                   "att_unet, r2_unet, unet3plus, transunet, swin_unet")
-    p.add_argument("--loss", required=True, help="loss name: dice, tversky, focal_tversky, "
-                   "wbce, combined")
+    p.add_argument("--model", required=True, choices=names.MODEL_NAMES + names.PRESET_NAMES,
+                   metavar="MODEL", help="network or preset: %(choices)s")
+    p.add_argument("--loss", required=True, choices=names.LOSS_NAMES, metavar="LOSS",
+                   help="loss: %(choices)s")
     p.add_argument("--folds", type=_positive_int, default=5,
                    help="number of cross-validation folds (1 = one final model)")
     p.add_argument("--fold", type=int, metavar="K",
@@ -101,18 +115,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-kwargs", metavar="JSON", help="loss arguments as JSON")
     p.add_argument("--bn-momentum", type=float, metavar="M",
                    help="momentum of every batch-norm layer (with batch_norm in --model-kwargs); "
-                        "0.9 for short runs: see oct_seg.train.TrainConfig")
-    p.add_argument("--precision", choices=PRECISIONS, help="compute precision (mixed_bfloat16: "
-                   "~1.6x faster training on CPUs with AVX512_BF16; see oct_seg.precision); "
-                   "default float32")
+                        "0.9 for short runs: see oct_seg.TrainConfig")
+    p.add_argument("--precision", choices=names.PRECISIONS,
+                   help="compute precision (mixed_bfloat16: ~1.6x faster training on CPUs with "
+                        "AVX512_BF16; see oct_seg.precision); default float32")
     p.add_argument("--devices", nargs="+", metavar="DEV",
                    help="devices for MirroredStrategy, e.g. /GPU:0 /GPU:1, or cpu:N to split "
                         "the CPU into N logical devices; default: all GPUs / TF_CONFIG")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--overwrite", action="store_true",
                    help="restart the run folder even if it holds a run with another config")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_train)
 
+
+def _devices(names_):
+    if not names_:
+        return None
+    if len(names_) == 1 and names_[0].lower().startswith("cpu:"):
+        from oct_seg.distribute import configure_cpu_devices
+
+        count = names_[0].split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--devices {names_[0]}: use cpu:N with N >= 1, or device names")
+        return configure_cpu_devices(int(count))
+    return list(names_)
+
+
+def _train(args):
+    from oct_seg.distribute import get_strategy
+    from oct_seg.training import TrainConfig, train
+
+    _check_data_dir(args.data)
+    devices = _devices(args.devices)
+    config = dict(model=args.model, loss=args.loss, seed=args.seed, n_folds=args.folds)
+    if args.fold is not None:
+        if args.folds < 2 or not 0 <= args.fold < args.folds:
+            raise ValueError(f"--fold {args.fold}: must be in 0..{args.folds - 1} of --folds "
+                             f"{args.folds} (cross-validation needs --folds >= 2)")
+        config["folds"] = [args.fold]
+    optional = dict(image_size=_size(args.image_size) if args.image_size else None,
+                    epochs=args.epochs, batch_size=args.batch_size,
+                    learning_rate=args.learning_rate, bn_momentum=args.bn_momentum,
+                    precision=args.precision,
+                    model_kwargs=_json_arg(args.model_kwargs, "--model-kwargs"),
+                    loss_kwargs=_json_arg(args.loss_kwargs, "--loss-kwargs"))
+    config.update({k: v for k, v in optional.items() if v is not None})
+    summary = train(args.data, args.out, TrainConfig(**config), overwrite=args.overwrite,
+                    strategy=get_strategy(devices))
+    if len(summary):
+        print(summary.to_string())
+    print(f"run folder: {args.out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub):
     p = _add(sub, "evaluate", "score a model on a labelled data folder", """
         Predict every B-scan of a labelled data folder at its original size and print the
         per-image Dice, Jaccard, sensitivity and precision and their summary (mean, std).
@@ -130,8 +187,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
     p.add_argument("--out", type=Path, metavar="CSV", help="write per-image scores to this CSV")
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(func=_evaluate)
 
+
+def _evaluate(args):
+    import pandas as pd
+
+    from oct_seg.data.readers import read_dataset
+    from oct_seg.evaluate import evaluate_model
+    from oct_seg.io import check_file_target, write_csv
+    from oct_seg.loading import load_model
+    from oct_seg.metrics import summarize_scores
+
+    _check_data_dir(args.data)
+    if args.noise_std < 0:
+        raise ValueError(f"--noise-std must be >= 0, got {args.noise_std}")
+    if args.out is not None:
+        check_file_target(args.out)
+    model = load_model(args.model)
+    scans = read_dataset(args.data)
+    if args.image_size:
+        image_size = _size(args.image_size)
+    else:
+        h, w = model.input_shape[1:3]
+        image_size = (h, w) if h and w else None
+    scores = evaluate_model(model, scans, image_size=image_size, noise_std=args.noise_std,
+                            seed=args.seed, threshold=args.threshold)
+    summary = summarize_scores(scores)
+    with pd.option_context("display.max_rows", 500, "display.width", 120,
+                           "display.float_format", "{:.4f}".format):
+        print(scores.to_string(index=False))
+        print()
+        print(summary.to_string())
+    if args.out is not None:
+        write_csv(args.out, scores)
+        print(f"scores: {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- predict
+def _add_predict(sub):
     p = _add(sub, "predict", "segment B-scan images and OCT volumes", """
         Segment fluid in B-scan images (.png .jpg .bmp .tif) of any size and in OCT volumes
         (multi-page .tif B-scan stacks, e.g. ImageJ exports; Heidelberg .vol / .e2e, Topcon
@@ -161,188 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=4,
                    help="B-scans per model call (same-size B-scans of one volume); more is "
                         "faster but needs more memory")
-    p.add_argument("--precision", choices=PRECISIONS,
+    p.add_argument("--precision", choices=names.PRECISIONS,
                    help="run a float32 .keras model in this precision (mixed_bfloat16: ~1.8x "
                         "faster on CPUs with AVX512_BF16, probabilities differ by ~1e-2); "
                         "default: the model's own")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_predict)
-
-    p = _add(sub, "export", "export a model as SavedModel, ONNX or LiteRT", """
-        Export a trained model for deployment. savedmodel: --out is a TensorFlow SavedModel
-        (endpoint `serve`, float32 (batch, H, W, 1) in [0, 1] -> fluid probabilities) that
-        loads with plain tf.saved_model.load and in `oct-seg predict`; onnx: --out/model.onnx
-        (needs tf2onnx + onnx); litert: --out/model.tflite. --out/oct_seg.json states the
-        input size rule (multiple / fixed size) for padding or resizing B-scans.""",
-        """
-        example:
-          oct-seg export --model runs/tu/final/model.keras --out deploy/tu --format savedmodel""")
-    p.add_argument("--model", required=True, type=Path, help=".keras model file")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--format", choices=("savedmodel", "onnx", "litert"), default="savedmodel",
-                   help="export format")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    p.set_defaults(func=_cmd_export)
-
-    p = _add(sub, "data", "prepare data sets", "Prepare data sets for training and evaluation.")
-    data_sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
-    d = _add(data_sub, "duke", "convert the Duke DME data set (Chiu et al. 2015)", """
-        Convert the Duke DME release (the zip, or a folder of Subject_NN.mat files) into a
-        data folder: images/NAME.png, masks/NAME.png (fluid), instances/, index.csv.""",
-        """
-        example:
-          oct-seg data duke --source 2015_BOE_Chiu.zip --out data/duke --grader 1""")
-    d.add_argument("--source", required=True, type=Path, help="zip file or folder of .mat files")
-    d.add_argument("--out", required=True, type=Path, help="output data folder")
-    d.add_argument("--grader", type=int, choices=(1, 2), default=1,
-                   help="which expert's manual fluid annotation to use")
-    d.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    d.set_defaults(func=_cmd_data_duke)
-
-    p = _add(sub, "demo", "train, evaluate and export a small TransUNet in minutes on CPU", """
-        The whole pipeline on a fresh machine: writes synthetic OCT phantoms (or uses --data),
-        trains a CPU-sized TransUNet for a few minutes, evaluates it on held-out subjects and
-        writes a run folder with metrics, overlays, training curves, the .keras model and a
-        SavedModel. Prints where everything is.""",
-        """
-        examples:
-          oct-seg demo
-          oct-seg demo --data data/duke --minutes 10 --out demo_duke""")
-    p.add_argument("--data", type=Path, help="labelled data folder instead of synthetic phantoms")
-    p.add_argument("--out", type=Path, default=Path("demo_run"), help="run folder")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="training time budget in minutes (3; 0.2 with --quick)")
-    p.add_argument("--quick", action="store_true", help="tiny settings that finish in seconds")
-    p.add_argument("--seed", type=int, default=0, help="seed of phantoms, split and weights")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    p.set_defaults(func=_cmd_demo)
-    return parser
+    p.set_defaults(func=_predict)
 
 
-# ------------------------------------------------------------------------------------ commands
-def _json_arg(text, flag):
-    import json
-
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{flag} is not valid JSON ({err}): {text!r}") from err
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object like '{{\"filter_num\": [16, 32]}}'")
-    return value
-
-
-def _devices(names):
-    if not names:
-        return None
-    if len(names) == 1 and names[0].lower().startswith("cpu:"):
-        from oct_seg.distribute import configure_cpu_devices
-
-        count = names[0].split(":", 1)[1]
-        if not count.isdigit() or int(count) < 1:
-            raise ValueError(f"--devices {names[0]}: use cpu:N with N >= 1, or device names")
-        return configure_cpu_devices(int(count))
-    return list(names)
-
-
-def _check_data_dir(path: Path):
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: data folder not found")
-    if not (path / "index.csv").is_file():
-        raise FileNotFoundError(f"{path}: not a data folder (no index.csv); create one with "
-                                "`oct-seg data duke` or use phantoms via `oct-seg demo`")
-
-
-def _cmd_train(args):
-    from oct_seg.distribute import get_strategy
-    from oct_seg.train import TrainConfig, train
-
-    _check_data_dir(args.data)
-    devices = _devices(args.devices)
-    config = dict(model=args.model, loss=args.loss, seed=args.seed, n_folds=args.folds)
-    if args.fold is not None:
-        if args.folds < 2 or not 0 <= args.fold < args.folds:
-            raise ValueError(f"--fold {args.fold}: must be in 0..{args.folds - 1} of --folds "
-                             f"{args.folds} (cross-validation needs --folds >= 2)")
-        config["folds"] = [args.fold]
-    optional = dict(image_size=_size(args.image_size) if args.image_size else None,
-                    epochs=args.epochs, batch_size=args.batch_size,
-                    learning_rate=args.learning_rate, bn_momentum=args.bn_momentum,
-                    precision=args.precision,
-                    model_kwargs=_json_arg(args.model_kwargs, "--model-kwargs"),
-                    loss_kwargs=_json_arg(args.loss_kwargs, "--loss-kwargs"))
-    config.update({k: v for k, v in optional.items() if v is not None})
-    config = TrainConfig(**config)
-    summary = train(args.data, args.out, config, overwrite=args.overwrite,
-                    strategy=get_strategy(devices))
-    if len(summary):
-        print(summary.to_string())
-    print(f"run folder: {args.out}")
-    return 0
-
-
-def _cmd_evaluate(args):
-    import pandas as pd
-
-    from oct_seg.data.readers import read_dataset
-    from oct_seg.evaluate import evaluate_model
-    from oct_seg.metrics import summarize_scores
-    from oct_seg.predict import load_model
-
-    _check_data_dir(args.data)
-    if args.noise_std < 0:
-        raise ValueError(f"--noise-std must be >= 0, got {args.noise_std}")
-    if args.out is not None:
-        _check_writable_file(args.out)
-    model = load_model(args.model)
-    scans = read_dataset(args.data)
-    if args.image_size:
-        image_size = _size(args.image_size)
-    else:
-        h, w = model.input_shape[1:3]
-        image_size = (h, w) if h and w else None
-    scores = evaluate_model(model, scans, image_size=image_size, noise_std=args.noise_std,
-                            seed=args.seed, threshold=args.threshold)
-    summary = summarize_scores(scores)
-    with pd.option_context("display.max_rows", 500, "display.width", 120,
-                           "display.float_format", "{:.4f}".format):
-        print(scores.to_string(index=False))
-        print()
-        print(summary.to_string())
-    if args.out is not None:
-        _write_csv_atomic(scores, args.out)
-        print(f"scores: {args.out}")
-    return 0
-
-
-def _check_writable_file(path: Path):
-    parent = path.absolute().parent
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder; give a CSV file name")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{path}: output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"{path}: output folder {parent} is not writable")
-
-
-def _write_csv_atomic(df, path: Path):
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                               dir=path.absolute().parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            df.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _cmd_predict(args):
+def _predict(args):
     from oct_seg.predict import predict_files
     from oct_seg.volumes import Spacing
 
@@ -361,7 +284,26 @@ def _cmd_predict(args):
     return 0
 
 
-def _cmd_export(args):
+# ---------------------------------------------------------------------------------------- export
+def _add_export(sub):
+    p = _add(sub, "export", "export a model as SavedModel, ONNX or LiteRT", """
+        Export a trained model for deployment. savedmodel: --out is a TensorFlow SavedModel
+        (endpoint `serve`, float32 (batch, H, W, 1) in [0, 1] -> fluid probabilities) that
+        loads with plain tf.saved_model.load and in `oct-seg predict`; onnx: --out/model.onnx
+        (needs tf2onnx + onnx); litert: --out/model.tflite. --out/oct_seg.json states the
+        input size rule (multiple / fixed size) for padding or resizing B-scans.""",
+        """
+        example:
+          oct-seg export --model runs/tu/final/model.keras --out deploy/tu --format savedmodel""")
+    p.add_argument("--model", required=True, type=Path, help=".keras model file")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--format", choices=names.EXPORT_FORMATS, default="savedmodel",
+                   help="export format")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.set_defaults(func=_export)
+
+
+def _export(args):
     from oct_seg.export import export_model
 
     path = export_model(args.model, args.out, format=args.format, overwrite=args.overwrite)
@@ -369,7 +311,25 @@ def _cmd_export(args):
     return 0
 
 
-def _cmd_data_duke(args):
+# ------------------------------------------------------------------------------------------ data
+def _add_data(sub):
+    p = _add(sub, "data", "prepare data sets", "Prepare data sets for training and evaluation.")
+    data_sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    d = _add(data_sub, "duke", "convert the Duke DME data set (Chiu et al. 2015)", """
+        Convert the Duke DME release (the zip, or a folder of Subject_NN.mat files) into a
+        data folder: images/NAME.png, masks/NAME.png (fluid), instances/, index.csv.""",
+        """
+        example:
+          oct-seg data duke --source 2015_BOE_Chiu.zip --out data/duke --grader 1""")
+    d.add_argument("--source", required=True, type=Path, help="zip file or folder of .mat files")
+    d.add_argument("--out", required=True, type=Path, help="output data folder")
+    d.add_argument("--grader", type=int, choices=(1, 2), default=1,
+                   help="which expert's manual fluid annotation to use")
+    d.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    d.set_defaults(func=_data_duke)
+
+
+def _data_duke(args):
     from oct_seg.data.duke import convert_duke
 
     if not args.source.exists():
@@ -379,7 +339,28 @@ def _cmd_data_duke(args):
     return 0
 
 
-def _cmd_demo(args):
+# ------------------------------------------------------------------------------------------ demo
+def _add_demo(sub):
+    p = _add(sub, "demo", "train, evaluate and export a small TransUNet in minutes on CPU", """
+        The whole pipeline on a fresh machine: writes synthetic OCT phantoms (or uses --data),
+        trains a CPU-sized TransUNet for a few minutes, evaluates it on held-out subjects and
+        writes a run folder with metrics, overlays, training curves, the .keras model and a
+        SavedModel. Prints where everything is.""",
+        """
+        examples:
+          oct-seg demo
+          oct-seg demo --data data/duke --minutes 10 --out demo_duke""")
+    p.add_argument("--data", type=Path, help="labelled data folder instead of synthetic phantoms")
+    p.add_argument("--out", type=Path, default=Path("demo_run"), help="run folder")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training time budget in minutes (3; 0.2 with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny settings that finish in seconds")
+    p.add_argument("--seed", type=int, default=0, help="seed of phantoms, split and weights")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args):
     from oct_seg.demo import run_demo
 
     if args.data is not None:
@@ -390,6 +371,25 @@ def _cmd_demo(args):
 
 
 # ---------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    """The `oct-seg` parser (imports no TensorFlow)."""
+    parser = argparse.ArgumentParser(
+        prog="oct-seg", formatter_class=_Formatter,
+        description="Fluid segmentation in retinal OCT B-scans (U-Net family, TransUNet).",
+        epilog=textwrap.dedent("""
+            start here:   oct-seg demo              (trains, evaluates and exports a small
+                                                     TransUNet on synthetic B-scans, ~4 min CPU)
+            help on one command:  oct-seg COMMAND --help""").strip())
+    parser.add_argument("--version", action="version", version=f"oct-seg {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks instead of one-line error messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in (_add_train, _add_evaluate, _add_predict, _add_export, _add_data,
+                        _add_demo):
+        add_command(sub)
+    return parser
+
+
 def _message(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename and err.strerror:
         return f"{err.filename}: {err.strerror}"
@@ -421,10 +421,12 @@ def _interrupt_on_sigterm():
 
 def main(argv=None) -> int:
     """Run the `oct-seg` command line; returns the exit status (0 = success)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from oct_seg._tf_import import import_tensorflow_quietly
+
     args = build_parser().parse_args(argv)
     try:
         with _interrupt_on_sigterm():
+            import_tensorflow_quietly()  # every command needs it; its notices are not ours
             return args.func(args)
     except KeyboardInterrupt:
         print("oct-seg: interrupted; no partial output was kept", file=sys.stderr)

@@ -8,21 +8,22 @@ train, 5-6 are the held-out test set (their validation curves are only watched: 
 stopping or checkpoint selection uses them). Loss: the paper's combined loss (Dice + focal
 Tversky + weighted BCE with fluid weight (1 - f) / f from the training masks, capped at 20);
 Adam at 3e-4 (1e-3 collapses to all-background on these phantoms), constant for 60 % of the
-time budget, then cosine-decayed to 10 % so the last epoch's weights are settled. Training stops when the time budget (--minutes, default 3) would be
-exceeded by another epoch. `--quick` shrinks everything (and skips the validation curves)
-to finish in seconds (tests).
+time budget, then cosine-decayed to 10 % so the last epoch's weights are settled. Training
+stops when the time budget (--minutes, default 3) would be exceeded by another epoch.
+`--quick` shrinks everything (and skips the validation curves) to finish in seconds (tests).
 
-Run folder: config.json, model.keras, history.csv, curves.png, test_scores.csv,
-test_scores_noisy.csv (noise std 0.1), summary.csv, comparison.png (truth green, prediction
-red, the 6 test scans with most fluid), predictions/ (`oct-seg predict` output for the test
-B-scans: masks, overlays, fluid CSVs), savedmodel/ (exported), data/ (the phantoms, if made).
+Training is oct_seg.training.fit_fold (the per-fold step of `oct-seg train`) with the last
+epoch kept (monitor=None) and the time budget as an extra callback; the test subjects are scored
+like a fold's (score_parts). Run folder (a FoldDir, see oct_seg.rundir): config.json,
+model.keras, history.csv, trained.json, curves.png, test_scores_clean.csv, test_scores_noisy.csv
+(noise std 0.1), summary.csv, comparison.png (truth green, prediction red, the 6 test scans with
+most fluid), predictions/ (`oct-seg predict` output for the test B-scans: masks, overlays, fluid
+CSVs), savedmodel/ (exported), data/ (the phantoms, if made).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,19 +104,18 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
     minutes: training time budget (default from SETTINGS). Returns {name: Path} of the
     outputs plus "summary" (DataFrame) and "seconds" (wall time).
     """
-    import keras
     from PIL import Image
 
-    from oct_seg.data.pipeline import make_dataset
     from oct_seg.data.readers import read_dataset
-    from oct_seg.distribute import seed_everything
-    from oct_seg.evaluate import evaluate_model
+    from oct_seg.evaluate import summarize_conditions
     from oct_seg.export import export_model
-    from oct_seg.losses import get_loss, pos_weight_from_masks
-    from oct_seg.metrics import DiceCoefficient, JaccardIndex, summarize_scores
-    from oct_seg.models.registry import build_model
+    from oct_seg.io import atomic_dir, write_csv, write_json
+    from oct_seg.loading import load_model
+    from oct_seg.losses import pos_weight_from_masks
     from oct_seg.plots import plot_curves, plot_grid
-    from oct_seg.predict import atomic_dir, predict_files
+    from oct_seg.predict import predict_files
+    from oct_seg.rundir import FoldDir, scores_name
+    from oct_seg.training import TrainConfig, fit_fold, score_parts
 
     started = time.monotonic()
     s = dict(SETTINGS["quick" if quick else "default"])
@@ -125,7 +125,6 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
         s["minutes"] = float(minutes)
     out = Path(out)
     say = print if verbose else (lambda *a, **k: None)
-    seed_everything(seed)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         if data is None:
             from oct_seg.data.phantom import write_phantom_dataset
@@ -141,43 +140,31 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
             data_dir = Path(data)
         scans = read_dataset(data_dir)
         train, test = _split(scans, s["n_test_subjects"])
-        size = tuple(s["image_size"])
         pos_weight = pos_weight_from_masks(train.masks, cap=POS_WEIGHT_CAP)
-        model = build_model("transunet", input_size=size + (1,), n_labels=1,
-                            **s["model_kwargs"])
-        model.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
-                      loss=get_loss(LOSS, pos_weight=pos_weight),
-                      metrics=[DiceCoefficient(name="dice"), JaccardIndex(name="jaccard")])
-        train_ds = make_dataset(train.images, train.masks, image_size=size,
-                                batch_size=s["batch_size"], training=True, augment=True,
-                                seed=seed)
-        test_ds = make_dataset(test.images, test.masks, image_size=size,
-                               batch_size=s["batch_size"], training=False)  # curves only
+        # no early stopping (patience = max_epochs): the time budget ends the fit
+        config = TrainConfig(model="transunet", model_kwargs=s["model_kwargs"], loss=LOSS,
+                             loss_kwargs={"pos_weight": pos_weight}, image_size=s["image_size"],
+                             epochs=s["max_epochs"], batch_size=s["batch_size"],
+                             learning_rate=s["learning_rate"], seed=seed, n_folds=1,
+                             patience=s["max_epochs"], noise_std=s["noise_std"], augment=True)
+        run = FoldDir(tmp)
         budget = _time_budget_callback(60.0 * s["minutes"], s["learning_rate"])
-        say(f"training TransUNet ({model.count_params():,} parameters, {size[0]} x {size[1]}) "
-            f"on {len(train.names)} B-scans for up to {s['minutes']:g} min")
+        say(f"training TransUNet ({config.image_size[0]} x {config.image_size[1]}) on "
+            f"{len(train.names)} B-scans for up to {s['minutes']:g} min")
         fit_start = time.monotonic()
-        with warnings.catch_warnings():  # Keras notes that tf.data sets shuffle themselves
-            warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-            history = model.fit(train_ds, validation_data=None if quick else test_ds,
-                                epochs=s["max_epochs"], callbacks=[budget],
-                                verbose=2 if verbose else 0)
+        # the test subjects are only watched (validation curves): monitor=None keeps the last
+        # epoch, and the time-budget callback drives a constant-then-cosine learning rate
+        fit_fold(config, train, None if quick else test, run, verbose=2 if verbose else 0,
+                 monitor=None, learning_rate=s["learning_rate"], callbacks=[budget])
         train_seconds = time.monotonic() - fit_start
-        hist = pd.DataFrame(history.history)
-        hist.insert(0, "epoch", np.arange(len(hist)))
-        hist.to_csv(tmp / "history.csv", index=False)
+        hist = run.read_history()
         plot_curves({"demo": hist}, tmp / "curves.png")
-        model.save(tmp / "model.keras")
+        model = load_model(run.model)
 
-        scores = {}
-        for condition, std in (("clean", 0.0), ("noisy", s["noise_std"])):
-            df = evaluate_model(model, test, image_size=size, noise_std=std, seed=seed)
-            df.to_csv(tmp / ("test_scores.csv" if std == 0 else "test_scores_noisy.csv"),
-                      index=False)
-            scores[condition] = df
-        summary = pd.concat({c: summarize_scores(df) for c, df in scores.items()},
-                            names=["condition"])
-        summary.to_csv(tmp / "summary.csv")
+        tables = score_parts(model, {"test": test}, config, run)
+        scores = {condition: df for (_, condition), df in tables.items()}
+        summary = summarize_conditions(scores)
+        write_csv(tmp / "summary.csv", summary)
 
         predict_files(model, _image_files(data_dir, test.names), tmp / "predictions",
                       progress=False)
@@ -192,25 +179,22 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
                   out_png=tmp / "comparison.png")
         export_model(model, tmp / "savedmodel")
 
-        config = dict(network="transunet", loss=LOSS, pos_weight=pos_weight, seed=seed,
-                      quick=bool(quick),
-                      data=str(data) if data is not None else "synthetic phantoms (data/)",
-                      train_scans=list(train.names), test_scans=list(test.names),
-                      epochs_run=len(hist), stopped_for_time=budget.stopped_for_time,
-                      train_seconds=round(train_seconds, 1),
-                      parameters=int(model.count_params()),
-                      **{k: v for k, v in s.items()})
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=list))
+        write_json(tmp / "config.json", dict(
+            network="transunet", loss=LOSS, pos_weight=pos_weight, seed=seed, quick=bool(quick),
+            data=str(data) if data is not None else "synthetic phantoms (data/)",
+            train_scans=list(train.names), test_scans=list(test.names), epochs_run=len(hist),
+            stopped_for_time=budget.stopped_for_time, train_seconds=round(train_seconds, 1),
+            parameters=int(model.count_params()), **s))
     out = out.absolute()
     seconds = time.monotonic() - started
     paths = {name: out / rel for name, rel in (
         ("run", "."), ("model", "model.keras"), ("savedmodel", "savedmodel"),
-        ("summary_csv", "summary.csv"), ("scores", "test_scores.csv"),
+        ("summary_csv", "summary.csv"), ("scores", scores_name("test", "clean")),
         ("curves", "curves.png"), ("comparison", "comparison.png"),
         ("overlays", "predictions/overlays"), ("fluid_csv", "predictions/fluid_areas.csv"))}
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         say(f"\ntest-set scores ({len(test.names)} B-scans of held-out subjects):")
-        say(summary.to_string())
+        say(summary.to_string(index=False))
     say(f"\ndemo finished in {seconds / 60:.1f} min; run folder {paths['run'].resolve()}")
     for name in ("model", "savedmodel", "summary_csv", "curves", "comparison", "overlays",
                  "fluid_csv"):

@@ -12,19 +12,21 @@ noise in every run, fold, subset order and program.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from oct_seg.data.pipeline import add_gaussian_noise, fit_to_size
+from oct_seg.data.readers import read_dataset
 from oct_seg.inference import predict_image
+from oct_seg.io import write_csv
+from oct_seg.loading import load_model
 from oct_seg.metrics import score_table, summarize_scores
+from oct_seg.rundir import RunDir, scores_name
 
-__all__ = ["evaluate_model", "evaluate_folder", "predict_probabilities", "noise_seed",
-           "summarize_scores"]
+__all__ = ["evaluate_model", "evaluate_folder", "evaluate_conditions", "summarize_conditions",
+           "predict_probabilities", "noise_seed", "summarize_scores"]
 
 
 def noise_seed(seed: int, name: str) -> tuple:
@@ -97,13 +99,25 @@ def evaluate_model(model, scans, image_size=None, noise_std=0.0, seed=0, thresho
     return df
 
 
-def _run_config(model_path: Path) -> dict:
-    """TrainConfig fields from the config.json of the run dir holding model_path, or {}."""
-    for parent in list(model_path.parents)[:3]:
-        cfg = parent / "config.json"
-        if cfg.is_file():
-            return json.loads(cfg.read_text()).get("config", {})
-    return {}
+def evaluate_conditions(model, scans, noise_std, image_size=None, seed=0, threshold=0.5,
+                        batch_size=2) -> dict:
+    """{condition: evaluate_model table}: "clean" (the scans as they are) and, when
+    noise_std > 0, "noisy" (the seeded noise of the module docstring)."""
+    pairs = [("clean", 0.0)] + ([("noisy", float(noise_std))] if noise_std else [])
+    return {condition: evaluate_model(model, scans, image_size=image_size, noise_std=std,
+                                      seed=seed, threshold=threshold, batch_size=batch_size)
+            for condition, std in pairs}
+
+
+def summarize_conditions(tables: dict) -> pd.DataFrame:
+    """One row per (condition, metric) of {condition: score table}: mean, std, n, n_skipped
+    (summarize_scores)."""
+    parts = []
+    for condition, df in tables.items():
+        summary = summarize_scores(df).rename_axis("metric").reset_index()
+        summary.insert(0, "condition", condition)
+        parts.append(summary)
+    return pd.concat(parts, ignore_index=True)
 
 
 def evaluate_folder(model_path, data_dir, out_dir=None, image_size="auto", noise_std="auto",
@@ -112,44 +126,26 @@ def evaluate_folder(model_path, data_dir, out_dir=None, image_size="auto", noise
 
     image_size / noise_std / seed "auto"/None: taken from the run's config.json when the model
     lies in a run dir (training size, noisy-condition std, seed), else native size, no noise,
-    seed 0. Writes scores_clean.csv (+ scores_noisy.csv) and summary.csv to out_dir when given.
-    Returns the summary: one row per (condition, metric) with mean, std, n, n_skipped.
+    seed 0. Writes all_scores_clean.csv (+ all_scores_noisy.csv) and summary.csv to out_dir
+    when given. Returns the summary: one row per (condition, metric) with mean, std, n,
+    n_skipped.
     """
-    import keras
-
-    import oct_seg.losses  # noqa: F401  (registers custom objects for loading)
-    import oct_seg.metrics  # noqa: F401
-    import oct_seg.models.registry  # noqa: F401
-    from oct_seg.data.readers import read_dataset
-
     model_path = Path(model_path).resolve()
     if not model_path.is_file():
         raise ValueError(f"model file {model_path} does not exist")
-    cfg = _run_config(model_path)
+    run = RunDir.of_model(model_path)
+    cfg = run.read_record().get("config", {}) if run is not None else {}
     if image_size == "auto":
         image_size = tuple(cfg["image_size"]) if "image_size" in cfg else None
     if noise_std == "auto":
         noise_std = float(cfg.get("noise_std", 0.0))
     seed = int(cfg.get("seed", 0)) if seed is None else int(seed)
-    model = keras.saving.load_model(str(model_path), compile=False)
-    scans = read_dataset(data_dir)
-    tables = []
-    for cond, std in [("clean", 0.0)] + ([("noisy", noise_std)] if noise_std else []):
-        df = evaluate_model(model, scans, image_size=image_size, noise_std=std, seed=seed,
-                            threshold=threshold, batch_size=batch_size)
-        if out_dir is not None:
-            _write_csv(Path(out_dir) / f"scores_{cond}.csv", df)
-        summ = summarize_scores(df).rename_axis("metric").reset_index()
-        summ.insert(0, "condition", cond)
-        tables.append(summ)
-    summary = pd.concat(tables, ignore_index=True)
+    model = load_model(model_path)
+    tables = evaluate_conditions(model, read_dataset(data_dir), noise_std, image_size=image_size,
+                                 seed=seed, threshold=threshold, batch_size=batch_size)
+    summary = summarize_conditions(tables)
     if out_dir is not None:
-        _write_csv(Path(out_dir) / "summary.csv", summary)
+        for condition, df in tables.items():
+            write_csv(Path(out_dir) / scores_name("all", condition), df)
+        write_csv(Path(out_dir) / "summary.csv", summary)
     return summary
-
-
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from oct_seg.predict import EXPORT_INFO, atomic_dir, load_model
+from oct_seg._version import __version__
+from oct_seg.io import atomic_dir
+from oct_seg.loading import EXPORT_INFO, load_model
 
 FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx", "litert": "litert"}
 ARTIFACT = {"savedmodel": None, "onnx": "model.onnx", "litert": "model.tflite"}
@@ -32,12 +34,11 @@ TOLERANCE = 1e-5
 
 def export_info(model) -> dict:
     """The model facts a deployment needs, as written to oct_seg.json."""
-    import oct_seg
     from oct_seg.inference import input_requirements
 
     multiple, fixed = input_requirements(model)
     shape = list(model.input_shape[1:])
-    return dict(oct_seg_version=oct_seg.__version__, model_name=model.name,
+    return dict(oct_seg_version=__version__, model_name=model.name,
                 input_shape=shape, input_dtype="float32", input_range=[0.0, 1.0],
                 multiple=int(multiple), fixed_size=list(fixed) if fixed else None,
                 n_labels=int(model.outputs[-1].shape[-1]), output="probabilities",
@@ -84,9 +85,9 @@ def export_model(model_or_path, out_dir, format="savedmodel", overwrite=False,
             _replace_erfc(target)
         (tmp / EXPORT_INFO).write_text(json.dumps(dict(info, format=format), indent=2))
         if verify and format == "savedmodel":
-            _verify(model, info, _saved_model_runner(tmp), "SavedModel")
+            verify_export(model, info, _saved_model_runner(tmp), "SavedModel")
         if verify and format == "onnx":
-            _verify(model, info, _onnx_runner(target), "ONNX model")
+            verify_export(model, info, _onnx_runner(target), "ONNX model")
     return out_dir / ARTIFACT[format] if ARTIFACT[format] else out_dir
 
 
@@ -158,7 +159,7 @@ def _onnx_runner(path: Path):
     return lambda x: session.run(None, {name: x})[-1]
 
 
-def _verify(model, info: dict, run, what: str):
+def verify_export(model, info: dict, run, what: str):
     """Compare the exported artifact with the Keras model on a random probe batch."""
     import keras
 

@@ -5,22 +5,18 @@ in threads and in notebooks (a returned Figure displays inline in Jupyter).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from oct_seg.io import atomic_write
+
 _PANELS = (("dice", "Dice"), ("jaccard", "Jaccard"), ("loss", "Loss"))
 
 
 def _save(fig: Figure, out_png) -> Path:
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    fig.savefig(tmp, dpi=120, format="png")
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def plot_curves(histories: dict, out_png=None) -> Figure:

@@ -19,7 +19,7 @@ import contextlib
 
 import keras
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from oct_seg.names import PRECISIONS  # the home of the names: readable without Keras
 
 
 def check_precision(precision) -> str:

@@ -19,130 +19,21 @@ for single B-scans and when any of lateral, axial or B-scan spacing is unknown.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from oct_seg.io import atomic_dir
+from oct_seg.loading import load_model
 from oct_seg.precision import check_precision, with_precision
 from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, is_supported, read_input
 
 OVERLAY_COLOURS = np.array([[0, 200, 255], [255, 80, 0], [80, 255, 0], [255, 0, 200]],
                            dtype=np.float32)
 OVERLAY_ALPHA = 0.45
-EXPORT_INFO = "oct_seg.json"  # sidecar written by oct_seg.export next to exported models
 
 
-# ----------------------------------------------------------------------------------- output dirs
-@contextlib.contextmanager
-def atomic_dir(out, overwrite=False):
-    """Yield a temporary folder next to `out`; on success it replaces `out` in one rename.
-
-    Raises FileExistsError when `out` is a non-empty folder and overwrite is False, and
-    PermissionError / NotADirectoryError (naming the folder) when it cannot be written.
-    On any exception the temporary folder is removed and `out` is untouched.
-    """
-    out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out}: output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: output folder exists and is not empty; "
-                              "pass --overwrite or choose another --out")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the result is a normal folder
-    except OSError as err:
-        raise PermissionError(f"{out}: cannot write the output folder "
-                              f"({err.strerror or err})") from err
-    try:
-        yield tmp
-        if out.exists():
-            old = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-# ------------------------------------------------------------------------------------- models
-def load_model(path):
-    """Load a .keras / .h5 model file or an exported SavedModel folder -> keras.Model.
-
-    SavedModels (from `oct-seg export`) are wrapped in a Keras model around their `serve`
-    endpoint, with the SizeCheck layer restored from the exported `oct_seg.json`, so that
-    oct_seg.inference.predict_image pads / resizes them like the original model.
-    Raises FileNotFoundError / ValueError naming the path and the problem.
-    """
-    import keras
-
-    # register every oct_seg layer, loss and metric a saved model may name
-    import oct_seg.losses  # noqa: F401
-    import oct_seg.metrics  # noqa: F401
-    import oct_seg.models.registry  # noqa: F401
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: model not found")
-    if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise ValueError(f"{path}: folder is not a SavedModel (no saved_model.pb); give a "
-                             ".keras file or a folder written by `oct-seg export`")
-        return _wrap_saved_model(path)
-    if path.suffix.lower() not in (".keras", ".h5"):
-        raise ValueError(f"{path}: not a model file; give a .keras file or a SavedModel folder")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a loadable Keras model ({reason[:200]})") from err
-
-
-def _saved_model_info(path: Path) -> dict:
-    info_file = path / EXPORT_INFO
-    if not info_file.is_file():
-        return {"multiple": 1, "fixed_size": None, "endpoint": "serve"}
-    return json.loads(info_file.read_text())
-
-
-def _wrap_saved_model(path: Path):
-    import keras
-
-    from oct_seg.models.blocks import SizeCheck
-
-    info = _saved_model_info(path)
-    h, w = (info.get("input_shape") or [None, None])[:2]
-    # a signature with static H, W only takes that size: predict_image resizes to it
-    fixed = tuple(info["fixed_size"]) if info.get("fixed_size") else ((h, w) if h and w else None)
-    try:
-        core = keras.layers.TFSMLayer(str(path), call_endpoint=info.get("endpoint", "serve"))
-    except Exception as err:
-        raise ValueError(f"{path}: cannot load the SavedModel ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200] if str(err) else ''})") from err
-    shape = (fixed[0], fixed[1], 1) if fixed else (None, None, 1)
-    inputs = keras.Input(shape)
-    checked = SizeCheck(multiple=int(info.get("multiple", 1)), fixed_size=fixed,
-                        context=f"exported model {path.name}")(inputs)
-    outputs = core(checked)
-    if isinstance(outputs, dict):  # {"output_0": ..., "output_K": ...}: the last is final
-        outputs = outputs[max(outputs, key=lambda k: int(k.rsplit("_", 1)[-1]))]
-    return keras.Model(inputs, outputs, name=f"savedmodel_{path.name}")
-
-
-# ------------------------------------------------------------------------------- predictions
 def fluid_mask(prob: np.ndarray, threshold=0.5) -> np.ndarray:
     """Probability map (H, W[, C]) -> uint8 label map (H, W): 1 = fluid for binary maps
     (prob > threshold, as oct_seg.metrics), argmax class index for C > 1 (0 = background)."""

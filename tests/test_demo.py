@@ -14,14 +14,14 @@ def test_quick_demo_run_folder(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "run folder" in printed and str(out / "savedmodel") in printed
     for name in ("config.json", "model.keras", "history.csv", "curves.png", "summary.csv",
-                 "test_scores.csv", "test_scores_noisy.csv", "comparison.png",
+                 "test_scores_clean.csv", "test_scores_noisy.csv", "comparison.png",
                  "savedmodel/saved_model.pb", "savedmodel/oct_seg.json",
                  "predictions/fluid_areas.csv", "data/index.csv"):
         assert (out / name).exists(), name
     config = json.loads((out / "config.json").read_text())
     assert config["network"] == "transunet" and config["epochs_run"] == 1
     assert set(config["test_scans"]).isdisjoint(config["train_scans"])
-    scores = pd.read_csv(out / "test_scores.csv")
+    scores = pd.read_csv(out / "test_scores_clean.csv")
     assert sorted(scores["name"]) == sorted(config["test_scans"])
     summary = pd.read_csv(out / "summary.csv")
     assert {"condition", "mean", "std"} <= set(summary.columns)

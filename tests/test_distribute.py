@@ -92,7 +92,7 @@ def test_two_devices_equal_one_device(loss_name):
 def test_train_on_two_logical_devices(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     from oct_seg.data.phantom import write_phantom_dataset
-    from oct_seg.train import train
+    from oct_seg.training import train
     data = write_phantom_dataset(tmp_path / "data", n_subjects=4, per_subject=2, height=48,
                                  width=64, seed=0)
     summary = train(data, tmp_path / "run", model="unet",

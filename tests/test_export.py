@@ -12,7 +12,8 @@ from PIL import Image
 from oct_seg.export import export_model, probe_input
 from oct_seg.models.transunet import build_transunet
 from oct_seg.models.unet import build_unet
-from oct_seg.predict import load_model, predict_files
+from oct_seg.loading import load_model
+from oct_seg.predict import predict_files
 
 CHECK = Path(__file__).with_name("export_check.py")
 
@@ -133,13 +134,13 @@ def test_verify_rejects_a_wrong_output_shape(any_size_unet):
     """The check after export compares shapes first: (1, N, H, W, 1) from an exported graph
     would broadcast against the Keras (N, H, W, 1) and pass a value-only comparison (a CI run
     once got a (1, 1, 16, 24, 1) ONNX output; see test_onnx_export)."""
-    from oct_seg.export import _verify, export_info
+    from oct_seg.export import export_info, verify_export
 
     info = export_info(any_size_unet)
 
     def keras_run(x):
         return keras.ops.convert_to_numpy(any_size_unet(x))
 
-    _verify(any_size_unet, info, keras_run, "probe")  # same model: passes
+    verify_export(any_size_unet, info, keras_run, "probe")  # same model: passes
     with pytest.raises(ValueError, match=r"returns shape \(1, 2, 64, 64, 1\), the Keras model"):
-        _verify(any_size_unet, info, lambda x: keras_run(x)[None], "probe")
+        verify_export(any_size_unet, info, lambda x: keras_run(x)[None], "probe")

@@ -51,7 +51,7 @@ def test_table1_notebook_quick(quick):
     nb = _execute("table1_networks.ipynb", quick)
     results = Path(quick["RESULTS_DIR"])
     ours = pd.read_csv(results / "table1_networks_ours.csv")
-    assert list(ours["row"]) == list(R.NETWORKS)
+    assert list(ours["row"]) == list(R.TABLE1_NETWORKS)
     assert (ours["n_folds"] == 2).all()
     assert ours[["val_dice", "train_dice"]].notna().all().all()
     assert ours[["val_dice", "train_dice"]].apply(lambda s: s.between(0, 100)).all().all()
@@ -65,7 +65,7 @@ def test_table1_notebook_quick(quick):
     assert "What differs from the paper's protocol" in text  # reporting.PROTOCOL_NOTES
     # the runs were written under OUT_DIR only (tmp), one per network
     assert sorted(p.name for p in Path(quick["OUT_DIR"]).glob("*__dice")) == sorted(
-        f"{m}__dice" for m in R.NETWORKS)
+        f"{m}__dice" for m in R.TABLE1_NETWORKS)
 
 
 def test_table3_and_table4_notebooks_quick(quick):

@@ -47,8 +47,8 @@ def test_bfloat16_copy_of_every_network(name):
 
 def test_train_in_mixed_bfloat16_saves_a_bf16_model(tmp_path):
     from oct_seg.data.phantom import write_phantom_dataset
-    from oct_seg.predict import load_model
-    from oct_seg.train import TrainConfig, train
+    from oct_seg.loading import load_model
+    from oct_seg.training import TrainConfig, train
 
     data = write_phantom_dataset(tmp_path / "data", n_subjects=2, per_subject=2, height=32,
                                  width=32, seed=0)

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from oct_seg.models.blocks import SizeCheck
-from oct_seg.predict import (OVERLAY_ALPHA, OVERLAY_COLOURS, fluid_mask, load_model, overlay,
-                             predict_files, volume_table)
+from oct_seg.loading import load_model
+from oct_seg.predict import (OVERLAY_ALPHA, OVERLAY_COLOURS, fluid_mask, overlay, predict_files,
+                             volume_table)
 from oct_seg.volumes import Spacing
 from test_volumes import write_vol
 

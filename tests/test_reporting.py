@@ -125,7 +125,7 @@ def test_experiment_configs_share_settings_and_network_kwargs_modes():
     assert a.image_size == (32, 48) and a.model_kwargs == b.model_kwargs
     assert b.loss_kwargs == {"pos_weight": 10.0} and a.loss_kwargs == {"per_image": False}
     assert R.run_dir_for("/x", "transunet", "dice").name == "transunet__dice"
-    assert set(R.network_kwargs("FULL")) == set(R.NETWORKS)
+    assert set(R.network_kwargs("FULL")) == set(R.TABLE1_NETWORKS)
     with pytest.raises(ValueError, match="mode"):
         R.network_kwargs("MEDIUM")
     with pytest.raises(ValueError, match="no model kwargs"):
@@ -152,7 +152,7 @@ def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
     from oct_seg.evaluate import predict_probabilities
     from oct_seg.metrics import case_scores
     from oct_seg.models.registry import build_model
-    from oct_seg.train import TrainConfig
+    from oct_seg.training import TrainConfig
 
     data = write_phantom_dataset(tmp_path / "data", n_subjects=2, per_subject=1, height=40,
                                  width=56, seed=3)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from oct_seg.data.phantom import write_phantom_dataset
-from oct_seg.train import _resume_state
+from oct_seg.rundir import FoldDir
+from oct_seg.training import resume_state
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 EPOCHS = 3
@@ -45,15 +46,15 @@ def _fold_dir(tmp_path, epoch_state, val_dice):
     (3, [0.1], dict(epoch=0, rows=0, stopped=False)),
 ])
 def test_resume_state_rules(tmp_path, state, val_dice, expect):
-    got = _resume_state(_fold_dir(tmp_path, state, val_dice), patience=2)
+    got = resume_state(FoldDir(_fold_dir(tmp_path, state, val_dice)), patience=2)
     for key, value in expect.items():
         if key == "rows":
-            assert len(got["rows"]) == value
-            assert [r["epoch"] for r in got["rows"]] == list(range(value))
+            assert len(got.rows) == value
+            assert [r["epoch"] for r in got.rows] == list(range(value))
         elif key == "best":
-            assert got["best"] == pytest.approx(value)
+            assert got.best == pytest.approx(value)
         else:
-            assert got[key] == value, key
+            assert getattr(got, key) == value, key
 
 
 def _start(data, run, log):

@@ -10,7 +10,7 @@ import pytest
 from oct_seg.data.phantom import write_phantom_dataset
 from oct_seg.data.readers import read_dataset
 from oct_seg.evaluate import evaluate_folder
-from oct_seg.train import TrainConfig, train
+from oct_seg.training import TrainConfig, build_and_compile, train
 
 TINY = dict(model="unet", model_kwargs={"filter_num": [4, 8], "stack_num_down": 1,
                                         "stack_num_up": 1},
@@ -135,7 +135,7 @@ def test_deterministic_rerun_then_overwrite_with_final_model(cv_run, phantoms, t
     ev = evaluate_folder(run2 / "final" / "model.keras", phantoms, out_dir=tmp_path / "ev")
     assert list(ev["condition"].unique()) == ["clean", "noisy"]
     for cond in ("clean", "noisy"):
-        full = pd.read_csv(tmp_path / "ev" / f"scores_{cond}.csv").set_index("name")
+        full = pd.read_csv(tmp_path / "ev" / f"all_scores_{cond}.csv").set_index("name")
         held = pd.read_csv(run2 / "final" / f"val_scores_{cond}.csv").set_index("name")
         pd.testing.assert_frame_equal(full.loc[held.index], held)
 
@@ -143,10 +143,9 @@ def test_deterministic_rerun_then_overwrite_with_final_model(cv_run, phantoms, t
 def test_bn_momentum_is_applied():
     import tensorflow as tf
 
-    from oct_seg.train import _build_and_compile
     cfg = TrainConfig(**{**TINY, "bn_momentum": 0.9,
                          "model_kwargs": {**TINY["model_kwargs"], "batch_norm": True}})
-    model = _build_and_compile(cfg, steps_per_epoch=2, strategy=tf.distribute.get_strategy())
+    model = build_and_compile(cfg, steps_per_epoch=2, strategy=tf.distribute.get_strategy())
     bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
     assert bns and {la.momentum for la in bns} == {0.9}
     with pytest.raises(ValueError, match="bn_momentum"):

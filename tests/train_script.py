@@ -1,7 +1,7 @@
 """Subprocess helper for tests/test_resume.py and tests/test_multiworker.py (not a test).
 
 usage: python tests/train_script.py DATA_DIR RUN_DIR EPOCHS SIZE [FOLD ...]
-Trains the tiny U-Net used by the tests with oct_seg.train (2-fold CV, no noise condition).
+Trains the tiny U-Net used by the tests with oct_seg.training.train (2-fold CV, no noise condition).
 With TF_CONFIG set, the strategy is MultiWorkerMirroredStrategy (made before anything else).
 """
 import os
@@ -14,7 +14,7 @@ from oct_seg import distribute  # noqa: E402
 
 strategy = distribute.get_strategy()  # first TF call: MWMS must precede other ops
 
-from oct_seg.train import train  # noqa: E402
+from oct_seg.training import train  # noqa: E402
 
 data_dir, run_dir, epochs, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 folds = [int(k) for k in sys.argv[5:]] or None

@@ -26,7 +26,8 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from oct_seg.data.readers import DataError, atomic_output_dir
+from oct_seg.data.readers import DataError
+from oct_seg.io import atomic_dir
 
 _SUBJECT_FILE = re.compile(r"(?:^|/)Subject_(\d+)\.mat$", re.IGNORECASE)
 
@@ -100,7 +101,7 @@ def convert_duke(source, out, grader: int = 1, overwrite: bool = False) -> Path:
     source, out = Path(source), Path(out)
     subjects = _find_subjects(source)
     rows = []
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         for sub in ("images", "masks", "instances"):
             (tmp / sub).mkdir()
         for subject, label, opener in subjects:

@@ -103,12 +103,12 @@ def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height
     from PIL import Image
     from scipy import ndimage
 
-    from oct_seg.data.readers import atomic_output_dir
+    from oct_seg.io import atomic_dir
 
     if n_subjects < 1 or per_subject < 1:
         raise ValueError(f"n_subjects and per_subject must be >= 1, got {n_subjects}, {per_subject}")
     out, rows = Path(out), []
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for s in range(1, n_subjects + 1):

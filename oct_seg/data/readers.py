@@ -28,11 +28,7 @@ Rules (all documented choices):
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -248,31 +244,3 @@ def _read_index(path: Path, names: list) -> pd.DataFrame:
     if extra:
         raise DataError(f"{path}: index rows without an image: {extra[:10]}")
     return index.set_index("name").loc[names].reset_index()
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out, overwrite: bool = False):
-    """Yield a temporary folder next to ``out``; on success it is renamed to ``out``.
-
-    Nothing is left behind on error. An existing non-empty ``out`` raises FileExistsError
-    unless overwrite=True (then it is replaced only after the new folder is complete).
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; choose a new folder or pass overwrite=True")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        old = None
-        if out.is_dir():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oct_seg.io import write_text
+
 
 def _fluid_labels(index_df: pd.DataFrame):
     for col in ("fluid_fraction", "n_fluid_components"):
@@ -82,12 +84,11 @@ def check_folds(folds: list, index_df: pd.DataFrame) -> None:
 
 
 def write_splits(path, folds: list) -> Path:
-    """Write folds to a JSON file (list of {"train", "val"}); returns the Path."""
+    """Write folds to a JSON file (list of {"train", "val"}; atomic); returns the Path."""
     path = Path(path)
     _check_structure(folds, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{"train": list(f["train"]), "val": list(f["val"])} for f in folds], indent=1))
-    return path
+    return write_text(path, json.dumps([{"train": list(f["train"]), "val": list(f["val"])}
+                                        for f in folds], indent=1))
 
 
 def read_splits(path) -> list:

@@ -1,0 +1,76 @@
+"""Load trained models from disk: Keras files and exported SavedModel folders.
+
+EXPORT_INFO is the sidecar that ``oct_seg.export`` writes beside every export (input shape, size
+rule, labels); loading a SavedModel reads it to restore the size check of the original net.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+EXPORT_INFO = "oct_seg.json"
+
+
+def load_model(path):
+    """Load a .keras / .h5 model file or an exported SavedModel folder -> keras.Model.
+
+    SavedModels (from `oct-seg export`) are wrapped in a Keras model around their `serve`
+    endpoint, with the SizeCheck layer restored from the exported `oct_seg.json`, so that
+    oct_seg.inference.predict_image pads / resizes them like the original model.
+    Raises FileNotFoundError / ValueError naming the path and the problem.
+    """
+    import keras
+
+    # register every oct_seg layer, loss and metric a saved model may name
+    import oct_seg.losses  # noqa: F401
+    import oct_seg.metrics  # noqa: F401
+    import oct_seg.models.registry  # noqa: F401
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model not found")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ValueError(f"{path}: folder is not a SavedModel (no saved_model.pb); give a "
+                             ".keras file or a folder written by `oct-seg export`")
+        return _wrap_saved_model(path)
+    if path.suffix.lower() not in (".keras", ".h5"):
+        raise ValueError(f"{path}: not a model file; give a .keras file or a SavedModel folder")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a loadable Keras model ({reason[:200]})") from err
+
+
+def _read_export_info(path) -> dict:
+    """The oct_seg.json sidecar of an exported SavedModel folder (defaults when it has none:
+    any size, multiple 1, endpoint "serve")."""
+    info_file = Path(path) / EXPORT_INFO
+    if not info_file.is_file():
+        return {"multiple": 1, "fixed_size": None, "endpoint": "serve"}
+    return json.loads(info_file.read_text())
+
+
+def _wrap_saved_model(path: Path):
+    import keras
+
+    from oct_seg.models.blocks import SizeCheck
+
+    info = _read_export_info(path)
+    h, w = (info.get("input_shape") or [None, None])[:2]
+    # a signature with static H, W only takes that size: predict_image resizes to it
+    fixed = tuple(info["fixed_size"]) if info.get("fixed_size") else ((h, w) if h and w else None)
+    try:
+        core = keras.layers.TFSMLayer(str(path), call_endpoint=info.get("endpoint", "serve"))
+    except Exception as err:
+        raise ValueError(f"{path}: cannot load the SavedModel ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else ''})") from err
+    shape = (fixed[0], fixed[1], 1) if fixed else (None, None, 1)
+    inputs = keras.Input(shape)
+    checked = SizeCheck(multiple=int(info.get("multiple", 1)), fixed_size=fixed,
+                        context=f"exported model {path.name}")(inputs)
+    outputs = core(checked)
+    if isinstance(outputs, dict):  # {"output_0": ..., "output_K": ...}: the last is final
+        outputs = outputs[max(outputs, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+    return keras.Model(inputs, outputs, name=f"savedmodel_{path.name}")

@@ -1,0 +1,97 @@
+"""Figures of our runs: mean training curves per run and one B-scan segmented by every run's
+held-out model (the styles of the paper's Figures 2-7)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from oct_seg.data.pipeline import add_gaussian_noise
+from oct_seg.data.readers import read_dataset
+from oct_seg.evaluate import noise_seed, predict_probabilities
+from oct_seg.loading import load_model
+from oct_seg.metrics import case_scores
+from oct_seg.plots import plot_curves, plot_grid
+from oct_seg.rundir import RunDir
+from oct_seg.training import TrainConfig
+
+
+def mean_history(run_dir) -> pd.DataFrame:
+    """history.csv averaged over the finished folds, epoch by epoch (folds that stopped early
+    drop out of later epochs; column n_folds counts those averaged)."""
+    frames = [fold.read_history() for fold in RunDir(run_dir).finished_folds()
+              if fold.history.is_file()]
+    if not frames:
+        raise ValueError(f"{run_dir}: no finished fold with a history.csv")
+    long = pd.concat(frames, ignore_index=True)
+    out = long.groupby("epoch").mean(numeric_only=True)
+    out["n_folds"] = long.groupby("epoch").size()
+    return out.reset_index()
+
+
+def curves_figure(run_dirs: dict, labels: dict | None = None, out_png=None):
+    """Dice, Jaccard and loss per epoch (mean over folds) for each run: train solid,
+    validation dashed (paper Figures 2 and 4-6 style). Returns the matplotlib Figure."""
+    hist = {(labels or {}).get(k, k): mean_history(d) for k, d in run_dirs.items()
+            if RunDir(d).finished_folds()}
+    if not hist:
+        raise ValueError("none of the run directories has a finished fold")
+    return plot_curves(hist, out_png)
+
+
+def pick_example_scan(data_dir) -> str:
+    """The B-scan with the largest fluid fraction (ties: first by name): the visual example."""
+    index = pd.read_csv(Path(data_dir) / "index.csv")
+    index = index.sort_values(["fluid_fraction", "name"], ascending=[False, True])
+    return str(index["name"].iloc[0])
+
+
+def segmentation_grid(run_dirs: dict, data_dir, scan: str | None = None, noisy: bool = False,
+                      labels: dict | None = None, ncols: int = 3, out_png=None):
+    """One B-scan segmented by each run's model of the fold that held it out (paper
+    Figures 3 and 7 style). First panel: the scan with the truth (green); then each run's
+    prediction (red) with its Dice. noisy: the scan gets the pipeline's seeded noise, as in
+    the noisy evaluation. Returns (Figure, DataFrame of label, fold, dice, jaccard)."""
+    scans = read_dataset(data_dir)
+    scan = pick_example_scan(data_dir) if scan is None else scan
+    if scan not in scans.names:
+        raise ValueError(f"scan {scan!r} not in {data_dir}")
+    i = scans.names.index(scan)
+    clean, truth = scans.images[i], scans.masks[i] > 0
+    images, truths, preds, titles, rows = [], [], [], [], []
+    shown = None
+    for key, run_dir in run_dirs.items():
+        run = RunDir(run_dir)
+        cfg = TrainConfig.from_dict(run.read_config())
+        image = clean
+        if noisy:
+            image = np.asarray(add_gaussian_noise(clean, cfg.noise_std,
+                                                  seed=noise_seed(cfg.seed, scan)), np.float32)
+        if shown is None:
+            shown = image
+        k = run.val_fold(scan)
+        path = run.fold(k, cfg.n_folds).model
+        if not path.is_file():
+            continue
+        model = load_model(path)
+        prob = predict_probabilities(model, [image], image_size=cfg.image_size)[0]
+        keras.backend.clear_session()
+        s = case_scores(truth, prob)
+        label = (labels or {}).get(key, key)
+        images.append(image)
+        truths.append(truth)
+        preds.append(prob)
+        titles.append(f"{label}: Dice {100 * s['dice']:.1f}")
+        rows.append({"label": label, "fold": k, "dice": 100 * s["dice"],
+                     "jaccard": 100 * s["jaccard"]})
+    if shown is None:
+        raise ValueError("no run directory given")
+    images = [shown] + images
+    truths = [truth] + truths
+    preds = [None] + preds
+    titles = [f"{scan}{' + noise' if noisy else ''}: truth (green)"] + titles
+    fig = plot_grid(images, truths, [None if p is None else p for p in preds], titles,
+                    ncols=ncols, out_png=out_png)
+    return fig, pd.DataFrame(rows)

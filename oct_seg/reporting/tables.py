@@ -1,0 +1,209 @@
+"""Tables of our runs beside the paper: per-run results (per-image and pooled), run facts, the
+trivial baseline, the comparison with the published numbers and the protocol differences.
+
+Scores (fractions in [0, 1] in files; percent in the tables returned here):
+* ``per-image`` -- mean over a fold's scans of each scan's Dice / Jaccard at its original
+  size (scans whose truth and prediction are both empty are skipped), then mean +- sample std
+  over folds (``RUN/summary.csv``).
+* ``pooled`` -- TP, FP, FN summed over all scans of a fold, one Dice / Jaccard per fold, then
+  mean +- std over folds: the form a Keras Dice metric reports, closest to how training-log
+  numbers such as the paper's are usually produced.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from oct_seg.io import write_csv as atomic_csv
+from oct_seg.reporting.paper import PAPER
+from oct_seg.rundir import RunDir
+
+
+def run_summary(run_dir) -> pd.DataFrame:
+    """RUN/summary.csv (set, condition, metric, mean, std, n_folds, fold_K ...)."""
+    path = RunDir(run_dir).summary
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no summary.csv: the run has not finished any fold")
+    return pd.read_csv(path)
+
+
+def pooled_scores(scores: pd.DataFrame) -> dict:
+    """Dice and Jaccard of TP, FP, FN summed over all scans of a per-image score table.
+
+    Uses truth_pixels T, pred_pixels P and each scan's Dice d: TP = d (T + P) / 2 (0 when
+    both are empty). Returns {"dice": 2 TP / (T + P), "jaccard": TP / (T + P - TP)} (NaN when
+    nothing is predicted and nothing is true).
+    """
+    t = scores["truth_pixels"].to_numpy(float)
+    p = scores["pred_pixels"].to_numpy(float)
+    d = np.nan_to_num(scores["dice"].to_numpy(float), nan=0.0)
+    tp = float(np.sum(d * (t + p) / 2.0))
+    total = float(np.sum(t + p))
+    if total == 0:
+        return {"dice": float("nan"), "jaccard": float("nan")}
+    return {"dice": 2.0 * tp / total, "jaccard": tp / (total - tp)}
+
+
+def _pooled_over_folds(run_dir, part: str, condition: str) -> dict:
+    vals = {"dice": [], "jaccard": []}
+    for fold in RunDir(run_dir).finished_folds():
+        path = fold.scores(part, condition)
+        if path.is_file():
+            s = pooled_scores(pd.read_csv(path))
+            for m in vals:
+                vals[m].append(s[m])
+    out = {}
+    for m, v in vals.items():
+        arr = np.array(v, dtype=float)
+        finite = arr[np.isfinite(arr)]
+        out[f"{m}_mean"] = float(finite.mean()) if finite.size else float("nan")
+        out[f"{m}_std"] = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+    return out
+
+
+def results_table(run_dirs: dict, condition: str = "clean",
+                  labels: dict | None = None) -> pd.DataFrame:
+    """Our numbers (percent) per run: one row per key of run_dirs, in its order.
+
+    Columns: row, label, n_folds, then for set in (train, val) and metric in (dice, jaccard):
+    {set}_{metric} and {set}_{metric}_std (per-image form, see module docstring) and
+    {set}_{metric}_pooled, {set}_{metric}_pooled_std. Runs without a summary give NaN rows.
+    """
+    if condition not in ("clean", "noisy"):
+        raise ValueError(f"condition must be 'clean' or 'noisy', got {condition!r}")
+    rows = []
+    for key, run_dir in run_dirs.items():
+        row = {"row": key, "label": (labels or {}).get(key, key)}
+        try:
+            summ = run_summary(run_dir)
+        except ValueError:
+            summ = pd.DataFrame(columns=["set", "condition", "metric", "mean", "std", "n_folds"])
+        row["n_folds"] = len(RunDir(run_dir).finished_folds())
+        for part in ("train", "val"):
+            pooled = _pooled_over_folds(run_dir, part, condition) if row["n_folds"] else {}
+            for metric in ("dice", "jaccard"):
+                sel = summ[(summ["set"] == part) & (summ["condition"] == condition)
+                           & (summ["metric"] == metric)]
+                mean = float(sel["mean"].iloc[0]) if len(sel) else float("nan")
+                std = float(sel["std"].iloc[0]) if len(sel) else float("nan")
+                row[f"{part}_{metric}"] = 100.0 * mean
+                row[f"{part}_{metric}_std"] = 100.0 * std
+                nan = float("nan")
+                row[f"{part}_{metric}_pooled"] = 100.0 * pooled.get(f"{metric}_mean", nan)
+                row[f"{part}_{metric}_pooled_std"] = 100.0 * pooled.get(f"{metric}_std", nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_facts(run_dirs: dict, labels: dict | None = None) -> pd.DataFrame:
+    """Per run: finished folds, epochs run per fold, best epochs, and the wall time of the
+    folds (sum of each fold's fit + evaluation seconds, from fold.json), in minutes."""
+    rows = []
+    for key, run_dir in run_dirs.items():
+        facts = [fold.read_done() for fold in RunDir(run_dir).finished_folds()]
+        rows.append({"run": (labels or {}).get(key, key), "folds": len(facts),
+                     "epochs run": ", ".join(str(f.get("epochs_run", "?")) for f in facts),
+                     "best epoch (0-based)": ", ".join(str(f.get("best_epoch", "?"))
+                                                       for f in facts),
+                     "wall minutes": round(sum(float(f.get("seconds_last_session", 0.0))
+                                               for f in facts) / 60.0, 1)})
+    return pd.DataFrame(rows).set_index("run")
+
+
+def trivial_baseline(data_dir) -> pd.DataFrame:
+    """Dice / Jaccard (percent) of marking every pixel of every B-scan as fluid, from
+    index.csv's fluid fractions: the floor a network must beat. Per-image form (mean over scans;
+    an empty-truth scan scores 0) and pooled form (2 sum T / (sum T + sum N))."""
+    index = pd.read_csv(Path(data_dir) / "index.csv")
+    f = index["fluid_fraction"].to_numpy(float)
+    n = (index["height"] * index["width"]).to_numpy(float)
+    dice = 2 * f / (1 + f)
+    pooled = 2 * np.sum(f * n) / (np.sum(f * n) + np.sum(n))
+    return pd.DataFrame({"Dice": [100 * dice.mean(), 100 * pooled],
+                         "Jaccard": [100 * f.mean(), 100 * pooled / (2 - pooled)]},
+                        index=["all fluid, per-image mean", "all fluid, pooled"]).round(2)
+
+
+def _fmt(mean, std=float("nan")) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "not available"
+    return f"{mean:.2f}" if not np.isfinite(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def compare_with_paper(ours: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Ours (per-image mean ± std over folds, and pooled) beside the paper, as display strings.
+
+    ours: results_table output; table: "table1", "table3" or "table4" (keys of PAPER).
+    Cells the paper's text did not give us read "not available".
+    """
+    if table not in PAPER:
+        raise ValueError(f"table must be one of {sorted(PAPER)}, got {table!r}")
+    paper = PAPER[table]
+    out = []
+    for _, r in ours.iterrows():
+        p = paper.get(r["row"], {})
+        rec = {"": r["label"], "folds": int(r["n_folds"])}
+        for part, name in (("train", "train"), ("val", "validation")):
+            for metric, mname in (("dice", "Dice"), ("jaccard", "Jaccard")):
+                rec[f"{mname} {name} (ours)"] = _fmt(r[f"{part}_{metric}"],
+                                                     r[f"{part}_{metric}_std"])
+                rec[f"{mname} {name} (ours, pooled)"] = _fmt(r[f"{part}_{metric}_pooled"],
+                                                              r[f"{part}_{metric}_pooled_std"])
+                rec[f"{mname} {name} (paper)"] = _fmt(p.get(f"{part}_{metric}", float("nan")))
+        out.append(rec)
+    return pd.DataFrame(out).set_index("")
+
+
+def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), TensorFlow CPU",
+                        wall_minutes=None, train_on_noisy=False) -> pd.DataFrame:
+    """What differs between our runs and the paper's protocol, as a two-column table.
+
+    config: a TrainConfig (or its dict) of our runs.
+    """
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    h, w = cfg["image_size"]
+    n_subjects, data = None, "Duke DME (Chiu et al. 2015), grader 1 fluid masks"
+    if data_dir is not None and (Path(data_dir) / "index.csv").is_file():
+        index = pd.read_csv(Path(data_dir) / "index.csv")
+        n_subjects = int(index["subject"].nunique())
+        data += (f": {len(index)} B-scans of {n_subjects} DME patients, "
+                 f"{int((index['fluid_fraction'] == 0).sum())} masks empty")
+    rows = [
+        ("data", "the paper's own OCT fluid set (size and source per the paper)", data),
+        ("resolution", "B-scans resized to 512 x 512",
+         f"B-scans resized to {h} x {w} for training; scored at the original 496 x 768"),
+        ("cross-validation", "5-fold CV",
+         f"{cfg['n_folds']}-fold CV split by patient" + ("" if n_subjects is None else
+         f" ({n_subjects} patients: {n_subjects // cfg['n_folds']}-"
+         f"{-(-n_subjects // cfg['n_folds'])} per validation fold)")),
+        ("epochs", "not stated in the text we had",
+         (f"{cfg['epochs']}, no early stopping" if cfg["patience"] >= cfg["epochs"] else
+          f"at most {cfg['epochs']} (early stopping on val Dice, patience {cfg['patience']})")
+         + "; the best-validation-Dice epoch is the fold's model"),
+        ("widths", "keras-unet-collection widths, e.g. TransUNet filter_num "
+         "[64, 128, 256, 512, 1024], embed 96, MLP 384 (paper Table 2)",
+         f"narrow CPU widths: {cfg['model']} kwargs {cfg['model_kwargs']} (this run)"),
+        ("normalisation", "not stated in the text we had",
+         "batch norm" + (f", momentum {cfg['bn_momentum']}" if cfg.get("bn_momentum") else "")
+         if cfg["model_kwargs"].get("batch_norm") else "no batch norm"),
+        ("optimiser", "not stated in the text we had",
+         f"Adam, lr {cfg['learning_rate']} with 1 warm-up epoch + cosine decay, batch "
+         f"{cfg['batch_size']}, augmentation {'on' if cfg['augment'] else 'off'}"),
+        ("noisy condition", "additive Gaussian noise (level per the paper)",
+         f"seeded additive Gaussian noise, std {cfg['noise_std']} on [0, 1] images, added at "
+         "the original size; " + ("models trained on noisy scans" if train_on_noisy else
+                                   "models trained on clean scans, scored on noisy ones")),
+        ("metric", "Dice, Jaccard (train and validation)",
+         "per-image mean at original size (empty truth + empty prediction skipped), mean ± "
+         "sample std over folds; also pooled (TP/FP/FN summed per fold)"),
+        ("hardware", "2 GPUs", hardware + ("" if wall_minutes is None
+                                           else f"; wall time {wall_minutes:.0f} min")),
+    ]
+    return pd.DataFrame(rows, columns=["aspect", "paper", "ours"]).set_index("aspect")
+
+
+def write_csv(df: pd.DataFrame, path, index=True) -> Path:
+    """Write a table CSV (atomic, creating the folder; 4 decimals); returns the path."""
+    return atomic_csv(path, df, index=index, float_format="%.4f")
