@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _markdown import replace_section  # noqa: E402
 REPO = HERE.parent
 NETS = ("unet", "att_unet", "r2_unet", "unet3plus", "transunet", "swin_unet")
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
@@ -518,7 +520,7 @@ def main(argv=None):
     md = markdown(info, summary, volume, errors, args, run_id, raw_name, wall)
     if roof:
         md += "\n" + "\n".join(roofline_markdown(roof, summary))
-    Path(args.out).write_text(md)
+    replace_section(args.out, "speed", md)  # other sections (accuracy) are kept
     print(f"[bench] wrote {args.out} and {results}/{run_id}_*; {wall / 60:.1f} min", flush=True)
     return 0
 

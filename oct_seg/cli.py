@@ -46,11 +46,11 @@ def _add(sub, name, help_text, description, epilog=""):
 
 
 # ------------------------------------------------------------------------------ argument types
-def _size(values):
-    """--image-size N or H W -> (H, W)."""
+def _size(values, flag="--image-size"):
+    """--image-size / --patch-size N or H W -> (H, W)."""
     if len(values) in (1, 2) and min(values) > 0:
         return (values[0], values[-1])
-    raise ValueError(f"--image-size {' '.join(map(str, values))}: give one positive size N "
+    raise ValueError(f"{flag} {' '.join(map(str, values))}: give one positive size N "
                      "(square) or two: H W")
 
 
@@ -86,36 +86,45 @@ def _add_train(sub):
     p = _add(sub, "train", "train a model (cross-validation or one final model)", """
         Train a segmentation network on a data folder (images/, masks/, index.csv, e.g. from
         `oct-seg data duke`). With --folds K > 1 runs subject-wise K-fold cross-validation
-        (all folds, or only --fold I); with --folds 1 trains one final model on all data with
-        a held-out validation part for early stopping. The run folder holds config.json,
-        per-fold models, training curves and metrics; rerunning the same command resumes it.""",
+        (all folds, or only --fold I); with --folds 1 trains one deployment model on every
+        subject. The defaults are the recipe of oct_seg.training.recipe (native-resolution
+        patches, batch norm, batch Dice + weighted BCE, the last epoch of a cosine schedule).
+        The run folder holds config.json, per-fold models, training curves and metrics;
+        rerunning the same command resumes it.""",
         """
         examples:
+          oct-seg train --data data/duke --out runs/unet_cv            (defaults: U-Net, 5 folds)
+          oct-seg train --data data/duke --folds 1 --out runs/unet      (deployment model)
           oct-seg train --data data/duke --model transunet --loss focal_tversky --out runs/tu
-          oct-seg train --data data/duke --model unet --loss dice --fold 0 --epochs 2 \\
-                        --image-size 128 --out runs/unet_f0
+          oct-seg train --data data/duke --image-size 512 512 ...   (the paper's resizing)
           oct-seg train ... --devices cpu:2        (MirroredStrategy over 2 logical CPUs)""")
     p.add_argument("--data", required=True, type=Path, help="data folder (index.csv, images/, masks/)")
-    p.add_argument("--model", required=True, choices=names.MODEL_NAMES + names.PRESET_NAMES,
+    p.add_argument("--model", default="unet", choices=names.MODEL_NAMES + names.PRESET_NAMES,
                    metavar="MODEL", help="network or preset: %(choices)s")
-    p.add_argument("--loss", required=True, choices=names.LOSS_NAMES, metavar="LOSS",
+    p.add_argument("--loss", default="combined", choices=names.LOSS_NAMES, metavar="LOSS",
                    help="loss: %(choices)s")
     p.add_argument("--folds", type=_positive_int, default=5,
-                   help="number of cross-validation folds (1 = one final model)")
+                   help="number of cross-validation folds (1 = one deployment model)")
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based) of the --folds cross-validation")
+    p.add_argument("--patch-size", type=int, nargs="+", metavar="N",
+                   help="native-resolution training patch: N (square) or H W; default 256 768")
     p.add_argument("--image-size", type=int, nargs="+", metavar="N",
-                   help="training size: N (square) or H W; default: the TrainConfig default")
-    p.add_argument("--epochs", type=_positive_int, help="maximum epochs per fold")
+                   help="train on B-scans resized to N x N or H x W instead of native patches "
+                        "(the paper: 512 512)")
+    p.add_argument("--epochs", type=_positive_int, help="epochs (length of the schedule)")
+    p.add_argument("--checkpoint", choices=("last", "best"),
+                   help="keep the last epoch (default) or the best by validation Dice, with "
+                        "early stopping")
     p.add_argument("--batch-size", type=_positive_int, help="batch size per device")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, weights, augmentation")
     p.add_argument("--model-kwargs", metavar="JSON",
                    help='builder arguments as JSON, e.g. \'{"filter_num": [16, 32, 64]}\'')
     p.add_argument("--loss-kwargs", metavar="JSON", help="loss arguments as JSON")
-    p.add_argument("--bn-momentum", type=float, metavar="M",
-                   help="momentum of every batch-norm layer (with batch_norm in --model-kwargs); "
-                        "0.9 for short runs: see oct_seg.TrainConfig")
+    p.add_argument("--bn-momentum", metavar="M",
+                   help="momentum of every batch-norm layer, or 'auto' (default: about one "
+                        "epoch of batches; see oct_seg.training.recipe)")
     p.add_argument("--precision", choices=names.PRECISIONS,
                    help="compute precision (mixed_bfloat16: ~1.6x faster training on CPUs with "
                         "AVX512_BF16; see oct_seg.precision); default float32")
@@ -126,6 +135,16 @@ def _add_train(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="restart the run folder even if it holds a run with another config")
     p.set_defaults(func=_train)
+
+
+def _momentum(text):
+    """--bn-momentum: 'auto' or a float."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--bn-momentum {text!r}: give a number in (0, 1) or 'auto'") from None
 
 
 def _devices(names_):
@@ -154,8 +173,10 @@ def _train(args):
                              f"{args.folds} (cross-validation needs --folds >= 2)")
         config["folds"] = [args.fold]
     optional = dict(image_size=_size(args.image_size) if args.image_size else None,
+                    patch_size=_size(args.patch_size, "--patch-size") if args.patch_size
+                    else None, checkpoint=args.checkpoint,
                     epochs=args.epochs, batch_size=args.batch_size,
-                    learning_rate=args.learning_rate, bn_momentum=args.bn_momentum,
+                    learning_rate=args.learning_rate, bn_momentum=_momentum(args.bn_momentum),
                     precision=args.precision,
                     model_kwargs=_json_arg(args.model_kwargs, "--model-kwargs"),
                     loss_kwargs=_json_arg(args.loss_kwargs, "--loss-kwargs"))
@@ -173,11 +194,15 @@ def _add_evaluate(sub):
     p = _add(sub, "evaluate", "score a model on a labelled data folder", """
         Predict every B-scan of a labelled data folder at its original size and print the
         per-image Dice, Jaccard, sensitivity and precision and their summary (mean, std).
-        --noise-std adds the reproducible Gaussian noise of the paper's noisy test condition.""",
+        --noise-std adds the reproducible Gaussian noise of the paper's noisy test condition.
+        --model may be a training run folder: its fold models are averaged (an ensemble;
+        score it only on patients that none of its folds trained on).""",
         """
-        example:
-          oct-seg evaluate --model runs/tu/final/model.keras --data data/duke --out scores.csv""")
-    p.add_argument("--model", required=True, type=Path, help=".keras file or SavedModel folder")
+        examples:
+          oct-seg evaluate --model runs/tu/final/model.keras --data data/duke --out scores.csv
+          oct-seg evaluate --model runs/unet_cv --tta --data new_patients --out scores.csv""")
+    p.add_argument("--model", required=True, type=Path,
+                   help=".keras file, SavedModel folder or training run folder (ensemble)")
     p.add_argument("--data", required=True, type=Path, help="data folder (index.csv, images/, masks/)")
     p.add_argument("--noise-std", type=float, default=0.0,
                    help="std of Gaussian noise added to the [0, 1] images")
@@ -186,6 +211,8 @@ def _add_evaluate(sub):
                         "model's own input size if fixed, else native size with padding")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average with the mirrored B-scan (2x time)")
     p.add_argument("--out", type=Path, metavar="CSV", help="write per-image scores to this CSV")
     p.set_defaults(func=_evaluate)
 
@@ -196,7 +223,7 @@ def _evaluate(args):
     from oct_seg.data.readers import read_dataset
     from oct_seg.evaluate import evaluate_model
     from oct_seg.io import check_file_target, write_csv
-    from oct_seg.loading import load_model
+    from oct_seg.loading import load_models
     from oct_seg.metrics import summarize_scores
 
     _check_data_dir(args.data)
@@ -204,15 +231,15 @@ def _evaluate(args):
         raise ValueError(f"--noise-std must be >= 0, got {args.noise_std}")
     if args.out is not None:
         check_file_target(args.out)
-    model = load_model(args.model)
+    models = load_models(args.model)
     scans = read_dataset(args.data)
     if args.image_size:
         image_size = _size(args.image_size)
     else:
-        h, w = model.input_shape[1:3]
+        h, w = models[0].input_shape[1:3]
         image_size = (h, w) if h and w else None
-    scores = evaluate_model(model, scans, image_size=image_size, noise_std=args.noise_std,
-                            seed=args.seed, threshold=args.threshold)
+    scores = evaluate_model(models, scans, image_size=image_size, noise_std=args.noise_std,
+                            seed=args.seed, threshold=args.threshold, tta=args.tta)
     summary = summarize_scores(scores)
     with pd.option_context("display.max_rows", 500, "display.width", 120,
                            "display.float_format", "{:.4f}".format):
@@ -244,7 +271,9 @@ def _add_predict(sub):
           oct-seg predict --model model.keras patient1.vol --out p1 --threshold 0.4
           oct-seg predict --model model.keras cube.img --img-shape 1024 200 \\
                           --spacing 0.03 0.00195 0.03 --out p2""")
-    p.add_argument("--model", required=True, type=Path, help=".keras file or SavedModel folder")
+    p.add_argument("--model", required=True, type=Path,
+                   help=".keras file, SavedModel folder or training run folder (its fold "
+                        "models averaged)")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image or volume files")
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
     p.add_argument("--threshold", type=float, default=0.5, help="fluid probability threshold")
@@ -260,6 +289,8 @@ def _add_predict(sub):
                    help="run a float32 .keras model in this precision (mixed_bfloat16: ~1.8x "
                         "faster on CPUs with AVX512_BF16, probabilities differ by ~1e-2); "
                         "default: the model's own")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average with the mirrored B-scan (2x time)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
@@ -278,7 +309,8 @@ def _predict(args):
     areas = predict_files(args.model, args.inputs, args.out, threshold=args.threshold,
                           spacing=spacing, overwrite=args.overwrite,
                           img_shape=tuple(args.img_shape), progress=not args.no_progress,
-                          batch_size=args.batch_size, precision=args.precision)
+                          batch_size=args.batch_size, precision=args.precision,
+                          tta=args.tta)
     print(f"{len(areas)} B-scans from {len(args.inputs)} input(s): masks, overlays, "
           f"fluid_areas.csv and fluid_volumes.csv in {args.out}")
     return 0

@@ -13,7 +13,7 @@ stops when the time budget (--minutes, default 3) would be exceeded by another e
 `--quick` shrinks everything (and skips the validation curves) to finish in seconds (tests).
 
 Training is oct_seg.training.fit_fold (the per-fold step of `oct-seg train`) with the last
-epoch kept (monitor=None) and the time budget as an extra callback; the test subjects are scored
+epoch kept (checkpoint "last") and the time budget as an extra callback; the test subjects are scored
 like a fold's (score_parts). Run folder (a FoldDir, see oct_seg.rundir): config.json,
 model.keras, history.csv, trained.json, curves.png, test_scores_clean.csv, test_scores_noisy.csv
 (noise std 0.1), summary.csv, comparison.png (truth green, prediction red, the 6 test scans with
@@ -141,21 +141,21 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
         scans = read_dataset(data_dir)
         train, test = _split(scans, s["n_test_subjects"])
         pos_weight = pos_weight_from_masks(train.masks, cap=POS_WEIGHT_CAP)
-        # no early stopping (patience = max_epochs): the time budget ends the fit
+        # no early stopping (checkpoint "last"): the time budget ends the fit
         config = TrainConfig(model="transunet", model_kwargs=s["model_kwargs"], loss=LOSS,
                              loss_kwargs={"pos_weight": pos_weight}, image_size=s["image_size"],
                              epochs=s["max_epochs"], batch_size=s["batch_size"],
                              learning_rate=s["learning_rate"], seed=seed, n_folds=1,
-                             patience=s["max_epochs"], noise_std=s["noise_std"], augment=True)
+                             checkpoint="last", noise_std=s["noise_std"], augment=True)
         run = FoldDir(tmp)
         budget = _time_budget_callback(60.0 * s["minutes"], s["learning_rate"])
         say(f"training TransUNet ({config.image_size[0]} x {config.image_size[1]}) on "
             f"{len(train.names)} B-scans for up to {s['minutes']:g} min")
         fit_start = time.monotonic()
-        # the test subjects are only watched (validation curves): monitor=None keeps the last
-        # epoch, and the time-budget callback drives a constant-then-cosine learning rate
+        # the test subjects are only watched (validation curves): checkpoint "last" keeps the
+        # last epoch, and the time-budget callback drives a constant-then-cosine learning rate
         fit_fold(config, train, None if quick else test, run, verbose=2 if verbose else 0,
-                 monitor=None, learning_rate=s["learning_rate"], callbacks=[budget])
+                 learning_rate=s["learning_rate"], callbacks=[budget])
         train_seconds = time.monotonic() - fit_start
         hist = run.read_history()
         plot_curves({"demo": hist}, tmp / "curves.png")

@@ -21,7 +21,7 @@ from oct_seg.data.pipeline import add_gaussian_noise, fit_to_size
 from oct_seg.data.readers import read_dataset
 from oct_seg.inference import predict_image
 from oct_seg.io import write_csv
-from oct_seg.loading import load_model
+from oct_seg.loading import load_models
 from oct_seg.metrics import score_table, summarize_scores
 from oct_seg.rundir import RunDir, scores_name
 
@@ -53,21 +53,26 @@ def _fluid_channel(prob: np.ndarray) -> np.ndarray:
     return prob
 
 
-def predict_probabilities(model, images, image_size=None, batch_size=2) -> list[np.ndarray]:
+def predict_probabilities(model, images, image_size=None, batch_size=2, tta=False
+                          ) -> list[np.ndarray]:
     """Fluid probability maps (float32 (H, W), each the size of its input image).
 
+    model: a keras.Model or a list of them (an ensemble: probabilities averaged).
     images: list of float32 (H, W) arrays in [0, 1]. image_size: (h, w) the model was trained
-    at, or None to predict at native size via predict_image.
+    at (resize mode), or None to predict at native size via predict_image. tta: add the
+    left-right mirrored prediction (predict_image).
     """
     if image_size is None:
-        return [_fluid_channel(predict_image(model, img, batch_size=1)) for img in images]
+        return [_fluid_channel(predict_image(model, img, batch_size=1, tta=tta))
+                for img in images]
     size = _as_hw(image_size)
+    step = max(1, int(batch_size))
     out = []
-    for start in range(0, len(images), max(1, int(batch_size))):
-        chunk = images[start:start + max(1, int(batch_size))]
+    for start in range(0, len(images), step):
+        chunk = images[start:start + step]
         x = np.stack([np.asarray(fit_to_size(img, size, policy="resize"), np.float32)
                       .reshape(size + (1,)) for img in chunk])
-        probs = np.asarray(model.predict_on_batch(x))
+        probs = predict_image(model, x, batch_size=step, tta=tta)
         for img, prob in zip(chunk, probs):
             prob = _fluid_channel(prob)
             if prob.shape != img.shape[:2]:
@@ -77,8 +82,8 @@ def predict_probabilities(model, images, image_size=None, batch_size=2) -> list[
 
 
 def evaluate_model(model, scans, image_size=None, noise_std=0.0, seed=0, threshold=0.5,
-                   batch_size=2) -> pd.DataFrame:
-    """Per-image scores of ``model`` on a ScanSet.
+                   batch_size=2, tta=False) -> pd.DataFrame:
+    """Per-image scores of ``model`` (a keras.Model or an ensemble list) on a ScanSet.
 
     Returns score_table rows (name, dice, jaccard, sensitivity, precision, truth_pixels,
     pred_pixels) plus ``subject``; dice/jaccard are NaN for scans where truth and prediction
@@ -91,7 +96,8 @@ def evaluate_model(model, scans, image_size=None, noise_std=0.0, seed=0, thresho
     if noise_std > 0:
         images = [np.asarray(add_gaussian_noise(img, noise_std, seed=noise_seed(seed, n)),
                              np.float32) for img, n in zip(images, names)]
-    probs = predict_probabilities(model, images, image_size=image_size, batch_size=batch_size)
+    probs = predict_probabilities(model, images, image_size=image_size, batch_size=batch_size,
+                                  tta=tta)
     truths = [np.asarray(m) > 0 for m in scans.masks]
     df = score_table(names, truths, probs, threshold=threshold)
     subjects = dict(zip(scans.index["name"].astype(str), scans.index["subject"]))
@@ -100,12 +106,13 @@ def evaluate_model(model, scans, image_size=None, noise_std=0.0, seed=0, thresho
 
 
 def evaluate_conditions(model, scans, noise_std, image_size=None, seed=0, threshold=0.5,
-                        batch_size=2) -> dict:
+                        batch_size=2, tta=False) -> dict:
     """{condition: evaluate_model table}: "clean" (the scans as they are) and, when
     noise_std > 0, "noisy" (the seeded noise of the module docstring)."""
     pairs = [("clean", 0.0)] + ([("noisy", float(noise_std))] if noise_std else [])
     return {condition: evaluate_model(model, scans, image_size=image_size, noise_std=std,
-                                      seed=seed, threshold=threshold, batch_size=batch_size)
+                                      seed=seed, threshold=threshold, batch_size=batch_size,
+                                      tta=tta)
             for condition, std in pairs}
 
 
@@ -121,28 +128,33 @@ def summarize_conditions(tables: dict) -> pd.DataFrame:
 
 
 def evaluate_folder(model_path, data_dir, out_dir=None, image_size="auto", noise_std="auto",
-                    seed=None, threshold=0.5, batch_size=2) -> pd.DataFrame:
-    """Score a saved model (e.g. RUN_DIR/final/model.keras) on a data folder.
+                    seed=None, threshold=0.5, batch_size=2, tta=False) -> pd.DataFrame:
+    """Score a saved model, or a run folder's models as an ensemble, on a data folder.
 
-    image_size / noise_std / seed "auto"/None: taken from the run's config.json when the model
-    lies in a run dir (training size, noisy-condition std, seed), else native size, no noise,
-    seed 0. Writes all_scores_clean.csv (+ all_scores_noisy.csv) and summary.csv to out_dir
-    when given. Returns the summary: one row per (condition, metric) with mean, std, n,
-    n_skipped.
+    model_path: a model file (e.g. RUN_DIR/final/model.keras), a SavedModel folder, or a run
+    folder (oct_seg.loading.load_models: a cross-validation run's fold models are averaged;
+    score them only on patients that none of the folds trained on). image_size / noise_std /
+    seed "auto"/None: taken from the run's config.json when the model lies in (or is) a run
+    folder (training size in resize mode, noisy-condition std, seed), else native size, no
+    noise, seed 0. tta: add the mirrored prediction. Writes all_scores_clean.csv
+    (+ all_scores_noisy.csv) and summary.csv to out_dir when given. Returns the summary: one
+    row per (condition, metric) with mean, std, n, n_skipped.
     """
     model_path = Path(model_path).resolve()
-    if not model_path.is_file():
-        raise ValueError(f"model file {model_path} does not exist")
-    run = RunDir.of_model(model_path)
-    cfg = run.read_record().get("config", {}) if run is not None else {}
+    if not model_path.exists():
+        raise ValueError(f"model {model_path} does not exist")
+    run = RunDir(model_path) if RunDir(model_path).config.is_file() else \
+        RunDir.of_model(model_path)
+    cfg = run.read_config() if run is not None else {}
     if image_size == "auto":
-        image_size = tuple(cfg["image_size"]) if "image_size" in cfg else None
+        image_size = tuple(cfg["image_size"]) if cfg.get("image_size") else None
     if noise_std == "auto":
         noise_std = float(cfg.get("noise_std", 0.0))
     seed = int(cfg.get("seed", 0)) if seed is None else int(seed)
-    model = load_model(model_path)
-    tables = evaluate_conditions(model, read_dataset(data_dir), noise_std, image_size=image_size,
-                                 seed=seed, threshold=threshold, batch_size=batch_size)
+    models = load_models(model_path)
+    tables = evaluate_conditions(models, read_dataset(data_dir), noise_std,
+                                 image_size=image_size, seed=seed, threshold=threshold,
+                                 batch_size=batch_size, tta=tta)
     summary = summarize_conditions(tables)
     if out_dir is not None:
         for condition, df in tables.items():

@@ -1,4 +1,4 @@
-"""Load trained models from disk: Keras files and exported SavedModel folders.
+"""Load trained models from disk: Keras files, exported SavedModel folders and run folders.
 
 EXPORT_INFO is the sidecar that ``oct_seg.export`` writes beside every export (input shape, size
 rule, labels); loading a SavedModel reads it to restore the size check of the original net.
@@ -41,6 +41,25 @@ def load_model(path):
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a loadable Keras model ({reason[:200]})") from err
+
+
+def load_models(path) -> list:
+    """The model(s) at ``path`` as a list: one for a model file or SavedModel folder, every
+    finished fold's model for a training run folder (oct_seg.rundir: a cross-validation run
+    gives its fold ensemble, a final run its one model). Pass the list to
+    oct_seg.inference.predict_image to average the members' probabilities.
+    """
+    from oct_seg.rundir import RunDir
+
+    path = Path(path)
+    run = RunDir(path)
+    if not (path.is_dir() and run.config.is_file()):
+        return [load_model(path)]
+    folds = [fold for fold in run.finished_folds() if fold.model.is_file()]
+    if not folds:
+        raise ValueError(f"{path}: training run with no finished fold model yet (no "
+                         "fold_K/fold.json with model.keras); finish or resume it first")
+    return [load_model(fold.model) for fold in folds]
 
 
 def _read_export_info(path) -> dict:

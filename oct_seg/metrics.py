@@ -151,6 +151,40 @@ def score_table(names, truths, probs, threshold=0.5):
     return pd.DataFrame(rows, columns=columns)
 
 
+def pooled_scores(truths, probs, threshold=0.5) -> dict:
+    """Dice and Jaccard of a whole set of cases: TP, FP, FN summed over every pixel of every
+    case first (what ``DiceCoefficient`` gives for a set), so a case weighs by its fluid area.
+    An all-empty set (truth and prediction) gives 1.0, as the Keras metrics.
+
+    truths / probs: sequences of same-shaped arrays per case (as case_scores).
+    Returns {"dice", "jaccard", "tp", "fp", "fn"} (counts as ints).
+    """
+    tp = fp = fn = 0
+    for truth, prob in zip(truths, probs, strict=True):
+        t, p = _binary_pair(truth, prob, threshold)
+        tp += int(np.count_nonzero(t & p))
+        fp += int(np.count_nonzero(~t & p))
+        fn += int(np.count_nonzero(t & ~p))
+    errors = fp + fn
+    return {"dice": 1.0 if tp + errors == 0 else 2 * tp / (2 * tp + errors),
+            "jaccard": 1.0 if tp + errors == 0 else tp / (tp + errors),
+            "tp": tp, "fp": fp, "fn": fn}
+
+
+def pooled_from_table(df) -> dict:
+    """pooled_scores from a score_table (its truth_pixels, pred_pixels and dice columns):
+    TP per case = dice x (truth + pred) / 2, so no probability map is needed."""
+    truth = df["truth_pixels"].to_numpy(float)
+    pred = df["pred_pixels"].to_numpy(float)
+    dice = np.nan_to_num(df["dice"].to_numpy(float))
+    tp = float(np.round(dice * (truth + pred) / 2).sum())
+    fp, fn = float(pred.sum()) - tp, float(truth.sum()) - tp
+    errors = fp + fn
+    return {"dice": 1.0 if tp + errors == 0 else 2 * tp / (2 * tp + errors),
+            "jaccard": 1.0 if tp + errors == 0 else tp / (tp + errors),
+            "tp": int(tp), "fp": int(fp), "fn": int(fn)}
+
+
 def summarize_scores(df):
     """Per metric (rows dice, jaccard, sensitivity, precision): mean and std (ddof=1) over
     the non-NaN cases, n (cases used) and n_skipped (NaN cases)."""

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from oct_seg.io import atomic_dir
-from oct_seg.loading import load_model
+from oct_seg.loading import load_models
 from oct_seg.precision import check_precision, with_precision
 from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, is_supported, read_input
 
@@ -119,10 +119,13 @@ def _save_png(array: np.ndarray, path: Path):
 
 def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacing | None = None,
                   overwrite=False, img_shape=(1024, 512), progress=True,
-                  batch_size=4, precision=None) -> pd.DataFrame:
+                  batch_size=4, precision=None, tta=False) -> pd.DataFrame:
     """Segment every B-scan of `inputs` (image or volume files) and write the output folder.
 
-    model_or_path: keras.Model, .keras file or SavedModel folder. spacing: optional
+    model_or_path: keras.Model, list of models (an ensemble: probabilities averaged), .keras
+    file, SavedModel folder, or a training run folder (its fold models as an ensemble, see
+    oct_seg.loading.load_models). tta: also predict each mirrored B-scan and average (2x the
+    time; oct_seg.inference.predict_image). spacing: optional
     user-given geometry overriding / completing the file's. batch_size: B-scans per model
     call (same-size B-scans of one volume). precision: None (the model's own) or one of
     oct_seg.precision.PRECISIONS to run the model in (oct_seg.with_precision). Returns the
@@ -147,9 +150,13 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
             raise ValueError(f"{path}: unsupported input type '{path.suffix or '(none)'}'")
     if precision is not None:
         check_precision(precision)
-    model = load_model(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path
+    if isinstance(model_or_path, (str, Path)):
+        models = load_models(model_or_path)
+    else:
+        models = list(model_or_path) if isinstance(model_or_path, (list, tuple)) \
+            else [model_or_path]
     if precision is not None:
-        model = with_precision(model, precision)
+        models = [with_precision(m, precision) for m in models]
 
     rows, taken = [], set()
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -162,7 +169,8 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
                 with tqdm(total=len(names), unit="B-scan", desc=volume.name,
                           disable=not progress, leave=False) as bar:
                     for batch in _batches(volume.bscans, int(batch_size)):
-                        probs = _predict(model, [volume.bscans[k] for k in batch], path)
+                        probs = _predict(models, [volume.bscans[k] for k in batch], path,
+                                         tta)
                         for k, prob in zip(batch, probs):
                             lab = fluid_mask(prob, threshold)
                             binary = prob.shape[-1] == 1
@@ -189,18 +197,18 @@ def _batches(bscans, batch_size: int) -> list[list[int]]:
             for start in range(0, len(group), batch_size)]
 
 
-def _predict(model, images, path) -> np.ndarray:
+def _predict(models, images, path, tta=False) -> np.ndarray:
     """Same-size (H, W) B-scans of input `path` -> probabilities (N, H, W, n_labels)."""
     from oct_seg.inference import input_requirements, predict_image
 
     h, w = np.shape(images[0])
-    multiple, _ = input_requirements(model)
+    multiple = max(input_requirements(m)[0] for m in models)
     if min(h, w) < multiple:
         raise ValueError(f"{path}: {h} x {w} B-scan is smaller than "
                          f"this network allows (height and width >= {multiple})")
     try:
-        return np.asarray(predict_image(model, np.stack(images)[..., None],
-                                        batch_size=len(images)))
+        return np.asarray(predict_image(models, np.stack(images)[..., None],
+                                        batch_size=len(images), tta=tta))
     except ValueError as err:
         raise ValueError(f"{path}: cannot segment a {h} x {w} "
                          f"B-scan with this model ({err})") from err

@@ -131,10 +131,10 @@ def test_predict_precision_option(tmp_path, tiny_model, capsys, monkeypatch):
     dtypes = []
     original = oct_seg.inference.predict_image
 
-    def spy(model, image, **kwargs):
-        dtypes.append(next(la.compute_dtype for la in model.layers
+    def spy(models, image, **kwargs):
+        dtypes.append(next(la.compute_dtype for la in models[0].layers
                            if isinstance(la, keras.layers.Conv2D)))
-        return original(model, image, **kwargs)
+        return original(models, image, **kwargs)
 
     monkeypatch.setattr(oct_seg.inference, "predict_image", spy)
     image = tmp_path / "scan.png"

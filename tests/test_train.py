@@ -15,7 +15,8 @@ from oct_seg.training import TrainConfig, build_and_compile, train
 TINY = dict(model="unet", model_kwargs={"filter_num": [4, 8], "stack_num_down": 1,
                                         "stack_num_up": 1},
             loss="combined", image_size=(32, 32), epochs=2, batch_size=2, n_folds=2,
-            patience=5, noise_std=0.1, augment=True, deterministic=True, seed=1)
+            patience=5, noise_std=0.1, augment=True, deterministic=True, seed=1,
+            prior_bias=False)  # outputs start at 0.5: a 2-epoch run still marks some fluid
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,7 +71,7 @@ def test_run_dir_contents(cv_run, phantoms):
         fd = run / f"fold_{k}"
         hist = pd.read_csv(fd / "history.csv")
         assert list(hist["epoch"]) == [0, 1]
-        assert {"loss", "dice", "jaccard", "val_loss", "val_dice", "val_jaccard",
+        assert {"loss", "dice", "jaccard", "val_dice", "val_jaccard",
                 "learning_rate"} <= set(hist.columns)
         assert (fd / "model.keras").is_file() and not (fd / "backup").exists()
         for part in ("train", "val"):
@@ -120,9 +121,11 @@ def test_deterministic_rerun_then_overwrite_with_final_model(cv_run, phantoms, t
         pd.testing.assert_frame_equal(pd.read_csv(run / "fold_0" / name),
                                       pd.read_csv(run2 / "fold_0" / name))
     pd.testing.assert_series_equal(summary2["fold_0"], summary["fold_0"])
-    # overwrite=True: a different config starts anew; n_folds=1 -> train_final
+    # overwrite=True: a different config starts anew; n_folds=1 -> train_final, which with
+    # checkpoint "best" holds val_fraction of the subjects out to choose the epoch
     final = train(phantoms, run2, verbose=0, overwrite=True,
-                  **{**TINY, "n_folds": 1, "epochs": 1, "val_fraction": 0.25})
+                  **{**TINY, "n_folds": 1, "epochs": 1, "val_fraction": 0.25,
+                     "checkpoint": "best"})
     assert not (run2 / "fold_0").exists() and (run2 / "final" / "model.keras").is_file()
     assert json.loads((run2 / "config.json").read_text())["config"]["n_folds"] == 1
     (split,) = json.loads((run2 / "splits.json").read_text())
@@ -150,3 +153,72 @@ def test_bn_momentum_is_applied():
     assert bns and {la.momentum for la in bns} == {0.9}
     with pytest.raises(ValueError, match="bn_momentum"):
         TrainConfig(bn_momentum=1.0)
+
+
+NATIVE = dict(model="unet", model_kwargs={"filter_num": [4, 8, 8], "stack_num_down": 1,
+                                          "stack_num_up": 1},
+              patch_size=(32, 48), epochs=3, batch_size=2, n_folds=2, noise_std=0.0, seed=2)
+
+
+def test_native_cv_uses_the_recipe_and_scores_whole_scans(phantoms, tmp_path):
+    from oct_seg.losses import pos_weight_from_masks
+    from oct_seg.training import recipe
+
+    summary = train(phantoms, tmp_path / "run", verbose=0, **NATIVE)
+    scans = read_dataset(phantoms)
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())
+    for k, split in enumerate(splits):
+        fold = tmp_path / "run" / f"fold_{k}"
+        trained = json.loads((fold / "trained.json").read_text())
+        used = trained["recipe"]
+        masks = scans.subset(split["train"]).masks
+        # 4 train scans / batch 2 = 2 steps per epoch -> momentum clipped to 0.9
+        assert used["bn_momentum"] == 0.9 and trained["steps_per_epoch"] == 2
+        assert used["model_kwargs"] == {**NATIVE["model_kwargs"], "batch_norm": True}
+        assert used["loss_kwargs"]["per_image"] is False
+        assert used["loss_kwargs"]["pos_weight"] == pytest.approx(
+            np.sqrt(pos_weight_from_masks(masks)))
+        f = np.mean(np.concatenate([np.ravel(m) > 0 for m in masks]))
+        w = used["loss_kwargs"]["pos_weight"]
+        assert used["output_prior"] == pytest.approx(w * f / (w * f + 1 - f))
+        assert trained["epochs_run"] == 3 and trained["checkpoint"] == "last"
+        model = keras.saving.load_model(fold / "model.keras", compile=False)
+        assert model.input_shape == (None, None, None, 1)          # any size: native scans
+        val = pd.read_csv(fold / "val_scores_clean.csv")
+        assert list(val["truth_pixels"]) == [int((m > 0).sum())
+                                             for m in scans.subset(list(val["name"])).masks]
+        hist = pd.read_csv(fold / "history.csv")
+        assert trained["last_val_dice"] == pytest.approx(hist["val_dice"].iloc[-1])
+        done = json.loads((fold / "fold.json").read_text())
+        assert 0 <= done["val_clean_pooled_dice"] <= 1
+    assert set(summary["condition"]) == {"clean"}                   # noise_std 0: no noisy set
+
+
+def test_native_final_model_trains_on_every_subject(phantoms, tmp_path):
+    train(phantoms, tmp_path / "final", verbose=0, **{**NATIVE, "n_folds": 1, "epochs": 1})
+    (split,) = json.loads((tmp_path / "final" / "splits.json").read_text())
+    assert split["val"] == [] and len(split["train"]) == len(read_dataset(phantoms).names)
+    assert (tmp_path / "final" / "final" / "model.keras").is_file()
+    assert not (tmp_path / "final" / "final" / "val_scores_clean.csv").exists()
+    with pytest.raises(ValueError, match="checkpoint"):
+        TrainConfig(checkpoint="first")
+
+
+def test_recipe_output_prior_and_momentum_by_hand():
+    from oct_seg.models.unet import build_unet
+    from oct_seg.training import recipe
+
+    assert recipe.bn_momentum(17) == pytest.approx(1 - 1 / 17)
+    assert recipe.bn_momentum(2) == 0.9 and recipe.bn_momentum(1000) == 0.99
+    masks = [np.zeros((10, 10)), np.pad(np.ones((2, 5)), ((0, 8), (0, 5)))]   # 10 of 200
+    assert recipe.fluid_prior(masks) == pytest.approx(0.05)
+    assert recipe.fluid_prior(masks, pos_weight=19.0) == pytest.approx(0.5)  # balanced
+    model = build_unet((None, None, 1), [4, 8], stack_num_down=1, stack_num_up=1)
+    assert recipe.set_output_prior(model, 0.05) == 1
+    head = recipe.output_convolutions(model)[0]
+    assert head.get_weights()[1][0] == pytest.approx(np.log(0.05 / 0.95))
+    assert recipe.network_kwargs("unet", {"filter_num": [8, 16]}) == {
+        "filter_num": [8, 16], "batch_norm": True}
+    assert "batch_norm" not in recipe.network_kwargs("swin_unet")
+    assert recipe.loss_kwargs("dice", {}, masks) == {"per_image": False}
+    assert recipe.loss_kwargs("wbce", {"pos_weight": 3.0}, masks) == {"pos_weight": 3.0}

@@ -68,8 +68,11 @@ LOSS_KWARGS = {"dice": dict(_BATCH), "focal_tversky": dict(_BATCH),
 SETTINGS = {
     "FULL": dict(image_size=(128, 192), epochs=20, n_folds=5, batch_size=4, learning_rate=1e-3,
                  patience=20, noise_std=0.1, seed=0, bn_momentum=0.9),
+    # QUICK: one epoch of tiny nets, a smoke run of the notebooks' code; the output bias starts
+    # at 0.5 (not the fluid prior) so that such a run still marks fluid and its tables differ
+    # between the clean and the noisy condition
     "QUICK": dict(image_size=(32, 48), epochs=1, n_folds=2, batch_size=4, learning_rate=2e-3,
-                  patience=6, noise_std=0.1, seed=0),
+                  patience=6, noise_std=0.1, seed=0, prior_bias=False),
 }
 
 
@@ -88,14 +91,13 @@ def run_dir_for(out_dir, model: str, loss: str) -> Path:
     return Path(out_dir) / f"{model}__{loss}"
 
 
-def experiment_configs(pairs, model_kwargs: dict, image_size=(96, 160), epochs=15,
-                       n_folds=5, batch_size=4, learning_rate=1e-3, patience=6,
-                       noise_std=0.1, seed=0, bn_momentum=None, loss_kwargs=None) -> dict:
+def experiment_configs(pairs, model_kwargs: dict, loss_kwargs=None, **fields) -> dict:
     """{(model, loss): TrainConfig} for each (model, loss) pair, sharing every other setting.
 
-    model_kwargs: {model: builder kwargs} (see network_kwargs); loss_kwargs defaults to
-    LOSS_KWARGS. noise_std is the std of the seeded additive Gaussian noise of the noisy
-    test condition (images in [0, 1]); bn_momentum: see TrainConfig.
+    model_kwargs: {model: builder kwargs} (see network_kwargs); loss_kwargs: {loss: kwargs},
+    default LOSS_KWARGS. fields: the other TrainConfig fields (e.g. SETTINGS[mode]), shared by
+    every experiment; noise_std is the std of the seeded additive Gaussian noise of the noisy
+    test condition (images in [0, 1]).
     """
     loss_kwargs = LOSS_KWARGS if loss_kwargs is None else loss_kwargs
     out = {}
@@ -104,10 +106,7 @@ def experiment_configs(pairs, model_kwargs: dict, image_size=(96, 160), epochs=1
             raise ValueError(f"no model kwargs for {model!r}; have {sorted(model_kwargs)}")
         out[(model, loss)] = TrainConfig(
             model=model, model_kwargs=dict(model_kwargs[model]), loss=loss,
-            loss_kwargs=dict(loss_kwargs.get(loss, {})), image_size=tuple(image_size),
-            epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-            seed=int(seed), n_folds=int(n_folds), patience=int(patience),
-            noise_std=float(noise_std), bn_momentum=bn_momentum)
+            loss_kwargs=dict(loss_kwargs.get(loss, {})), **fields)
     return out
 
 

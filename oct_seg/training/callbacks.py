@@ -130,3 +130,29 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self.best, self.best_epoch, self.wait = self._init
+
+
+class ScanValidation(keras.callbacks.Callback):
+    """Validation on whole B-scans, scored the way the fold is scored afterwards.
+
+    After every epoch, ``predict(model, images)`` gives a probability map per validation scan
+    at its original size (oct_seg.evaluate.predict_probabilities: native size with padding,
+    or the training size resized back); the pooled Dice and Jaccard over the scans
+    (oct_seg.metrics.pooled_scores) go into the epoch logs as ``val_dice`` / ``val_jaccard``,
+    where the history logger, the checkpoint and early stopping read them. Must come before
+    them in the callback list (Keras passes one logs dict along the list). Patches would not
+    do here: they are cut at random and miss the lateral ends that the graders left
+    unlabelled.
+    """
+
+    def __init__(self, scans, predict, threshold=0.5):
+        super().__init__()
+        self.scans, self.predict, self.threshold = scans, predict, float(threshold)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from oct_seg.metrics import pooled_scores
+
+        probs = self.predict(self.model, self.scans.images)
+        scores = pooled_scores([m > 0 for m in self.scans.masks], probs, self.threshold)
+        if logs is not None:
+            logs["val_dice"], logs["val_jaccard"] = scores["dice"], scores["jaccard"]

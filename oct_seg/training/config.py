@@ -13,20 +13,48 @@ from oct_seg.precision import check_precision
 # fields that may change between calls on one run dir (which folds to run); every other field
 # is part of the run's identity, and a call with a different value is refused
 NOT_IDENTITY = ("folds",)
+CHECKPOINTS = ("last", "best")
+
+
+def _size(value, name: str) -> tuple:
+    """(height, width) from N or (H, W); both >= 8."""
+    size = tuple(int(s) for s in np.atleast_1d(value))
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 8:
+        raise ValueError(f"{name} must be (height, width) >= 8, got {value!r}")
+    return size
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Every option of a training run (JSON round trip: to_dict / from_dict).
 
-    batch_size is per replica (global = batch_size x replicas). image_size (h, w) is the
-    training size: scans are resized to it; scores are computed back at original size.
-    folds: which fold indices to run (None = all); val_fraction: held-out share of subjects
-    when n_folds == 1. noise_std: std of the additive Gaussian noise of the noisy test
+    Input size, two modes:
+      native (default, ``image_size=None``): the network trains on ``patch_size`` patches
+        cut from the B-scans at their own pixel spacing (``make_patch_dataset``; with
+        probability ``foreground`` a patch is centred near fluid) and predicts whole
+        B-scans at native size (padding), so a 2-pixel cyst stays 2 pixels. The default
+        (256, 768) is a full-width strip of a 496 x 768 Spectralis B-scan.
+      resize (``image_size=(h, w)``): the paper's choice, every B-scan stretched to h x w for
+        training and prediction, probabilities resized back for scoring.
+    The recipe's defaults (widths, batch norm, loss reduction and BCE weight, batch-norm
+    momentum, output bias) are oct_seg.training.recipe's; model_kwargs / loss_kwargs
+    override them.
+
+    epochs: fixed length of the cosine schedule; one epoch = one patch per training scan.
+    checkpoint: "last" (default) keeps the model at the end of the schedule; "best" keeps the
+    epoch with the best validation Dice and stops early after ``patience`` epochs without
+    improvement. "last" is the honest default: choosing the epoch on the validation patients
+    overstates their score, and a model trained on every patient (n_folds=1) has no
+    validation set to choose with.
+    batch_size is per replica (global = batch_size x replicas). folds: which fold indices to
+    run (None = all). n_folds == 1 trains one deployment model on every subject (with
+    checkpoint "best", a held-out share ``val_fraction`` of the subjects is kept aside to
+    choose the epoch). noise_std: std of the additive Gaussian noise of the noisy test
     condition (images in [0, 1]; 0 = no noisy condition). deterministic: TF op determinism.
-    bn_momentum: if set, the momentum of every BatchNormalization layer (None = the builder's
-    0.99). Short runs need it lower (e.g. 0.9): after ~200 steps a 0.99 moving variance still
-    carries ~15 % of its initial 1.0, so inference-mode outputs differ from training mode.
+    bn_momentum: "auto" (recipe.bn_momentum: ~one epoch of batches), a float, or None (the
+    builder's 0.99). prior_bias: start the output bias at the fluid prior (recipe).
     precision: "float32", "mixed_bfloat16" or "mixed_float16" (oct_seg.precision); the saved
     model keeps it.
     """
@@ -35,29 +63,35 @@ class TrainConfig:
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     loss: str = "combined"
     loss_kwargs: dict = dataclasses.field(default_factory=dict)
-    image_size: tuple = (256, 256)
+    patch_size: tuple = (256, 768)
+    image_size: tuple | None = None
+    foreground: float = 0.5
     epochs: int = 50
     batch_size: int = 4
     learning_rate: float = 1e-3
     seed: int = 0
     n_folds: int = 5
     folds: list | None = None
+    checkpoint: str = "last"
     val_fraction: float = 0.2
     patience: int = 10
     noise_std: float = 0.1
     augment: bool = True
     deterministic: bool = False
     threshold: float = 0.5
-    bn_momentum: float | None = None
+    bn_momentum: float | str | None = "auto"
+    prior_bias: bool = True
     precision: str = "float32"
 
     def __post_init__(self):
-        size = tuple(int(s) for s in np.atleast_1d(self.image_size))
-        if len(size) == 1:
-            size = size * 2
-        if len(size) != 2 or min(size) < 8:
-            raise ValueError(f"image_size must be (height, width) >= 8, got {self.image_size!r}")
-        self.image_size = size
+        self.patch_size = _size(self.patch_size, "patch_size")
+        if self.image_size is not None:
+            self.image_size = _size(self.image_size, "image_size")
+        if not 0.0 <= float(self.foreground) <= 1.0:
+            raise ValueError(f"foreground must be a probability in [0, 1], got {self.foreground!r}")
+        self.foreground = float(self.foreground)
+        if self.checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {self.checkpoint!r}")
         for name in ("epochs", "batch_size", "n_folds"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -80,11 +114,18 @@ class TrainConfig:
         self.seed, self.patience = int(self.seed), int(self.patience)
         self.learning_rate, self.val_fraction = float(self.learning_rate), float(self.val_fraction)
         self.noise_std, self.threshold = float(self.noise_std), float(self.threshold)
-        if self.bn_momentum is not None:
+        if self.bn_momentum is not None and self.bn_momentum != "auto":
+            if isinstance(self.bn_momentum, str) or not 0.0 < float(self.bn_momentum) < 1.0:
+                raise ValueError(f"bn_momentum must be in (0, 1), 'auto' or None, got "
+                                 f"{self.bn_momentum!r}")
             self.bn_momentum = float(self.bn_momentum)
-            if not 0.0 < self.bn_momentum < 1.0:
-                raise ValueError(f"bn_momentum must be in (0, 1) or None, got {self.bn_momentum}")
+        self.prior_bias = bool(self.prior_bias)
         check_precision(self.precision)
+
+    @property
+    def native(self) -> bool:
+        """True for native-resolution patch training (image_size None), False for resize."""
+        return self.image_size is None
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""

@@ -19,17 +19,19 @@ import numpy as np
 
 from oct_seg import distribute
 from oct_seg._keras_compat import patch_for_multi_worker
-from oct_seg.data.pipeline import make_dataset
-from oct_seg.evaluate import evaluate_conditions
+from oct_seg.data.pipeline import make_dataset, make_patch_dataset
+from oct_seg.evaluate import evaluate_conditions, predict_probabilities
 from oct_seg.io import remove_stale_temps, write_csv, write_json
 from oct_seg.loading import load_model
 from oct_seg.losses import get_loss
-from oct_seg.metrics import SCORE_NAMES, DiceCoefficient, JaccardIndex, summarize_scores
+from oct_seg.metrics import (SCORE_NAMES, DiceCoefficient, JaccardIndex, pooled_from_table,
+                             summarize_scores)
 from oct_seg.models.registry import build_model
 from oct_seg.precision import precision_scope
 from oct_seg.rundir import FoldDir
+from oct_seg.training import recipe
 from oct_seg.training.callbacks import (MONITOR, AtomicBackupAndRestore, AtomicCSVLogger,
-                                        BestCheckpoint, ResumableEarlyStopping)
+                                        BestCheckpoint, ResumableEarlyStopping, ScanValidation)
 from oct_seg.training.config import TrainConfig
 from oct_seg.training.resume import resume_state
 
@@ -48,17 +50,39 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+def resolve_recipe(config: TrainConfig, steps_per_epoch: int, train_masks=None) -> dict:
+    """The concrete values oct_seg.training.recipe gives one fold (JSON-ready; trained.json
+    keeps them): model_kwargs, loss_kwargs, bn_momentum, output_prior.
+
+    train_masks: the fold's training masks, for the BCE weight and the output prior; None
+    leaves both at the loss's / builder's own defaults.
+    """
+    model_kwargs = recipe.network_kwargs(config.model, config.model_kwargs)
+    loss_kwargs = recipe.loss_kwargs(config.loss, config.loss_kwargs, train_masks)
+    momentum = (recipe.bn_momentum(steps_per_epoch) if config.bn_momentum == "auto"
+                else config.bn_momentum)
+    prior = None
+    if config.prior_bias and train_masks is not None:
+        prior = recipe.fluid_prior(train_masks, float(loss_kwargs.get("pos_weight", 1.0)))
+    return {"model_kwargs": model_kwargs, "loss_kwargs": loss_kwargs, "bn_momentum": momentum,
+            "output_prior": prior}
+
+
 def build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy=None,
-                      learning_rate=None) -> keras.Model:
+                      learning_rate=None, resolved: dict | None = None) -> keras.Model:
     """The configured network, compiled with the configured loss, Dice and Jaccard metrics and
     Adam, inside ``strategy``'s scope (default: the current one) and ``config.precision``.
 
+    resolved: resolve_recipe's values (default: resolved without training masks). The
+    network takes any input size in native mode (patches in training, whole B-scans in
+    prediction) and config.image_size in resize mode.
     learning_rate: None -> the schedule of the module docstring over config.epochs x
     steps_per_epoch optimiser steps; else a float or a keras LearningRateSchedule used as is.
     """
     strategy = strategy if strategy is not None else distribute.get_strategy()
-    kwargs = {"input_size": tuple(config.image_size) + (1,), "n_labels": 1}
-    kwargs.update(config.model_kwargs)
+    resolved = resolved if resolved is not None else resolve_recipe(config, steps_per_epoch)
+    size = (None, None) if config.native else tuple(config.image_size)
+    kwargs = {"input_size": size + (1,), "n_labels": 1, **resolved["model_kwargs"]}
     if learning_rate is None:
         total = max(1, config.epochs * steps_per_epoch)
         warmup = steps_per_epoch if config.epochs > 2 else 0
@@ -68,31 +92,48 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy=None,
             warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     with strategy.scope(), precision_scope(config.precision):
         model = build_model(config.model, **kwargs)
-        if config.bn_momentum is not None:
+        if resolved["bn_momentum"] is not None:
             for layer in _all_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = config.bn_momentum
+                    layer.momentum = resolved["bn_momentum"]
+        if resolved["output_prior"] is not None:
+            recipe.set_output_prior(model, resolved["output_prior"])
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                      loss=get_loss(config.loss, **config.loss_kwargs),
+                      loss=get_loss(config.loss, **resolved["loss_kwargs"]),
                       metrics=[DiceCoefficient(name="dice"), JaccardIndex(name="jaccard")])
     return model
 
 
+def _training_data(config: TrainConfig, train, global_batch: int, seed: int):
+    """The tf.data training set of the configured mode (native patches or resized scans)."""
+    if config.native:
+        return make_patch_dataset(train.images, train.masks, config.patch_size, global_batch,
+                                  augment=config.augment, foreground=config.foreground,
+                                  seed=seed)
+    return make_dataset(train.images, train.masks, image_size=config.image_size,
+                        batch_size=global_batch, training=True, augment=config.augment,
+                        seed=seed, shuffle=True)
+
+
 def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
-             read_from: FoldDir | None = None, strategy=None, verbose=2, monitor=MONITOR,
+             read_from: FoldDir | None = None, strategy=None, verbose=2,
              learning_rate=None, callbacks=()) -> None:
     """Fit (or resume) one fold on ScanSets ``train`` / ``val``; leaves fold.model and
     fold.trained (and fold.history, one row per epoch).
 
     index: the fold number (seeds: config.seed + 1000 x index). read_from: the folder to
     resume from (the chief's, for the other workers of a multi-worker run; default ``fold``).
-    val: None for no validation. monitor: the log that selects the saved epoch and drives
-    early stopping; None keeps the last epoch and never stops early (for a run whose
-    validation set is its test set, the demo). learning_rate: see build_and_compile.
+    val: None (or no scans) for no validation; else scored on whole B-scans after every epoch
+    (ScanValidation). config.checkpoint "best" keeps the epoch of the best validation Dice and
+    stops early; "last" keeps the end of the schedule. learning_rate: see build_and_compile.
     callbacks: extra Keras callbacks, after the fold's own.
     """
     read_from = read_from or fold
     strategy = strategy if strategy is not None else distribute.get_strategy()
+    val = val if val is not None and len(val) else None
+    if config.checkpoint == "best" and val is None:
+        raise ValueError("checkpoint='best' needs validation scans to choose the epoch")
+    monitor = MONITOR if config.checkpoint == "best" else None
     resume = resume_state(read_from, config.patience)
     if resume.epoch == 0 and fold.path.exists():  # stale partial files of a killed first epoch
         shutil.rmtree(fold.backup, ignore_errors=True)
@@ -104,20 +145,21 @@ def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
     steps = math.ceil(len(train.names) / global_batch)
     seed = config.seed + 1000 * index
     distribute.seed_everything(seed, config.deterministic)
-    train_ds = make_dataset(train.images, train.masks, image_size=config.image_size,
-                            batch_size=global_batch, training=True, augment=config.augment,
-                            seed=seed, shuffle=True)
-    val_ds = None if val is None else make_dataset(
-        val.images, val.masks, image_size=config.image_size, batch_size=global_batch,
-        training=False, augment=False)
-    model = build_and_compile(config, steps, strategy, learning_rate)
+    train_ds = _training_data(config, train, global_batch, seed)
+    resolved = resolve_recipe(config, steps, train.masks)
+    model = build_and_compile(config, steps, strategy, learning_rate, resolved)
     done = resume.epoch >= config.epochs or resume.stopped
-    fit_callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+    fit_callbacks = [keras.callbacks.TerminateOnNaN()]
+    if val is not None:
+        fit_callbacks.append(ScanValidation(val, lambda m, images: predict_probabilities(
+            m, images, image_size=config.image_size, batch_size=max(2, config.batch_size)),
+            threshold=config.threshold))
+    fit_callbacks += [
         AtomicCSVLogger(fold.history, rows=resume.rows),
         AtomicBackupAndRestore(fold.backup, restore_dir=read_from.backup),
         BestCheckpoint(fold.model, monitor=monitor, best=resume.best,
-                       save_on_begin=resume.save_on_begin, verbose=verbose),
+                       save_on_begin=resume.save_on_begin and monitor is not None,
+                       verbose=verbose),
     ]
     if monitor is not None:
         fit_callbacks.append(ResumableEarlyStopping(
@@ -133,8 +175,8 @@ def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
         patch_for_multi_worker(model, train_ds, strategy)
     # done: killed after the last backup but before trained.json -> a zero-epoch fit only
     # restores the backup and repairs model.keras (BestCheckpoint save_on_begin / on_train_end)
-    model.fit(train_ds, validation_data=val_ds,
-              epochs=resume.epoch if done else config.epochs, initial_epoch=resume.epoch,
+    model.fit(train_ds, epochs=resume.epoch if done else config.epochs,
+              initial_epoch=resume.epoch, steps_per_epoch=steps,
               callbacks=fit_callbacks + list(callbacks), verbose=verbose, shuffle=False)
     hist = fold.read_history()
     nan_stop = hist is not None and not np.isfinite(hist["loss"].iloc[-1])
@@ -144,9 +186,13 @@ def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
         "best_epoch": None if hist is None or not np.isfinite(best_val)
         else int(hist.loc[hist[MONITOR].idxmax(), "epoch"]),
         "best_val_dice": best_val,
+        "last_val_dice": float(hist[MONITOR].iloc[-1]) if hist is not None and MONITOR in hist
+        else float("nan"),
+        "checkpoint": config.checkpoint,
         "stopped": "nan" if nan_stop else ("early" if hist is not None and len(hist)
                                            < config.epochs else "completed"),
-        "replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps})
+        "replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps,
+        "recipe": resolved})
     shutil.rmtree(fold.backup, ignore_errors=True)
     keras.backend.clear_session(free_memory=True)
 
@@ -170,12 +216,13 @@ def evaluate_fold(split: dict, scans, config: TrainConfig, model_path, fold: Fol
     """Score the saved model of a fold on its train and val scans; returns
     {"{part}_{condition}_{metric}": mean over the scans}."""
     model = load_model(model_path)
-    parts = {part: scans.subset(split[part]) for part in ("train", "val")}
+    parts = {part: scans.subset(split[part]) for part in ("train", "val") if split[part]}
     result = {}
     for (part, condition), df in score_parts(model, parts, config, fold).items():
         summary = summarize_scores(df)
         for metric in SCORE_NAMES:
             result[f"{part}_{condition}_{metric}"] = float(summary.loc[metric, "mean"])
+        result[f"{part}_{condition}_pooled_dice"] = pooled_from_table(df)["dice"]
     return result
 
 

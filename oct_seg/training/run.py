@@ -1,9 +1,10 @@
 """Training runs: k-fold cross-validation and the final (deployment) model, resumable.
 
 ``train(data_dir, run_dir, **fields)`` builds a :class:`TrainConfig` and dispatches on
-``n_folds``: 1 -> :func:`train_final` (one model on all scans; a held-out share of subjects,
-``val_fraction``, only drives early stopping and the best checkpoint), k >= 2 ->
-:func:`cross_validate` (folds by subject from ``oct_seg.data.splits.make_folds``). The run
+``n_folds``: 1 -> :func:`train_final` (one deployment model trained on every subject for the
+configured epochs, as nnU-Net's "all" fold; with checkpoint="best" a held-out share of
+subjects, ``val_fraction``, chooses the epoch instead), k >= 2 -> :func:`cross_validate`
+(folds by subject from ``oct_seg.data.splits.make_folds``). The run
 folder's layout is oct_seg.rundir's.
 
 Resume: the same call on an existing RUN_DIR skips folds with fold.json, re-evaluates folds
@@ -37,6 +38,8 @@ from oct_seg.training.fold import run_fold, verbosity
 def _make_splits(index: pd.DataFrame, config: TrainConfig) -> list[dict]:
     if config.n_folds > 1:
         folds = make_folds(index, n_folds=config.n_folds, seed=config.seed)
+    elif config.checkpoint == "last":  # every subject trains the deployment model
+        folds = [{"train": sorted(index["name"].astype(str)), "val": []}]
     else:
         n_subjects = index["subject"].nunique()
         if n_subjects < 2:
@@ -151,8 +154,9 @@ def cross_validate(data_dir, run_dir, config: TrainConfig, overwrite=False, stra
 
 def train_final(data_dir, run_dir, config: TrainConfig, overwrite=False, strategy=None,
                 verbose=None) -> pd.DataFrame:
-    """One deployment model on all scans of data_dir (RUN_DIR/final/model.keras); a held-out
-    ~val_fraction of the subjects only drives early stopping / best checkpoint."""
+    """One deployment model on every scan of data_dir (RUN_DIR/final/model.keras), trained
+    for config.epochs (checkpoint "last"); with checkpoint "best" a held-out ~val_fraction
+    of the subjects chooses the epoch and is not trained on."""
     if config.n_folds != 1:
         config = dataclasses.replace(config, n_folds=1, folds=None)
     return _run(data_dir, run_dir, config, overwrite, strategy, verbose)

@@ -1,0 +1,246 @@
+"""Accuracy benchmark: oct_seg's default recipe vs keras-unet-collection's, on the same folds.
+
+One command, from the repository root (resumable: rerun it to continue):
+
+    .venv/bin/python bench/accuracy.py --data ../shared/data/duke_dme
+
+trains, on the same 5 patient-wise folds of the data folder (oct_seg.data.make_folds, seed 0):
+  ours_unet       `oct-seg train --data D --out RUN --fold K` with every default (U-Net)
+  ours_transunet  the same with `--model transunet` (the paper's TransUNet, CPU widths)
+  kuc_unet        keras-unet-collection's unet_2d by its own recipe (bench/_kuc_recipe.py)
+one fold per subprocess (CPU seconds from the child's rusage), then scores, without training:
+  ours_unet+tta        the U-Net fold models with flip test-time augmentation
+  ours_unet+transunet  per fold, the average of the U-Net and TransUNet probabilities (an
+                       ensemble of two models that saw the same training patients)
+
+Reported per recipe over all cross-validated B-scans (each predicted by the fold model that
+did not train on its patient): pooled Dice (TP, FP, FN summed over every scan), per-fold pooled
+Dice (mean, sd), per-image Dice over the fluid-positive scans, false-positive area on the
+fluid-free scans, and CPU minutes. Raw per-scan CSVs go to --results
+(bench/results/accuracy/<recipe>/fold_K/val_scores.csv with each fold's history and config);
+the models stay in --runs (not committed). The table replaces the "accuracy" section of
+BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from _markdown import replace_section  # noqa: E402
+
+N_FOLDS = 5
+TRAINED = {  # name -> (kind, extra `oct-seg train` arguments)
+    "ours_unet": ("oct_seg", ["--model", "unet"]),
+    "ours_transunet": ("oct_seg", ["--model", "transunet"]),
+    "kuc_unet": ("kuc", []),
+}
+DERIVED = ("ours_unet+tta", "ours_unet+transunet")
+LABELS = {
+    "ours_unet": "oct_seg U-Net, default recipe",
+    "ours_transunet": "oct_seg TransUNet (Table 2 transformer, CPU widths), default recipe",
+    "kuc_unet": "keras-unet-collection unet_2d, its recipe (256 x 384, dice + BCE, flips)",
+    "ours_unet+tta": "oct_seg U-Net + flip TTA",
+    "ours_unet+transunet": "oct_seg U-Net + TransUNet ensemble (per fold)",
+}
+SMALL_FILES = ("history.csv", "trained.json", "fold.json", "val_scores_clean.csv",
+               "val_scores_noisy.csv")
+
+
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(command: list, log: Path) -> dict:
+    """Run a command with its output appended to log; CPU and wall seconds of the child."""
+    cpu, wall = _cpu_children(), time.time()
+    with open(log, "a") as fh:
+        fh.write(f"$ {' '.join(map(str, command))}\n")
+        fh.flush()
+        code = subprocess.run(list(map(str, command)), stdout=fh, stderr=subprocess.STDOUT,
+                              cwd=REPO).returncode
+    if code:
+        raise RuntimeError(f"{command[:4]}... failed with exit {code}; see {log}")
+    return {"cpu_s": round(_cpu_children() - cpu, 1), "wall_s": round(time.time() - wall, 1)}
+
+
+def write_splits(data: Path, results: Path) -> Path:
+    """The benchmark's folds (oct_seg's make_folds, seed 0) as results/splits.json."""
+    from oct_seg.data import make_folds, read_dataset, write_splits as write
+
+    path = results / "splits.json"
+    if not path.is_file():
+        results.mkdir(parents=True, exist_ok=True)
+        write(path, make_folds(read_dataset(data).index, n_folds=N_FOLDS, seed=0))
+    return path
+
+
+def train_fold(name: str, k: int, args) -> None:
+    """Train (or resume) fold k of a trained recipe; copy its small results to --results."""
+    kind, extra = TRAINED[name]
+    out = args.results / name / f"fold_{k}"
+    if (out / "val_scores.csv").is_file():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "train.log"
+    if kind == "oct_seg":
+        run = args.runs / name
+        command = [sys.executable, "-m", "oct_seg", "train", "--data", args.data, "--out", run,
+                   "--folds", N_FOLDS, "--fold", k, *extra, *args.ours_args]
+        timing = _run(command, log)
+        stored = json.loads((run / "splits.json").read_text())
+        expected = json.loads((args.results / "splits.json").read_text())
+        if stored != expected:
+            raise RuntimeError(f"{run}/splits.json differs from the benchmark's folds")
+        for file in SMALL_FILES:
+            if (run / f"fold_{k}" / file).is_file():
+                shutil.copy2(run / f"fold_{k}" / file, out / file)
+        shutil.copy2(run / "config.json", args.results / name / "config.json")
+        shutil.copy2(out / "val_scores_clean.csv", out / "val_scores.csv")
+    else:
+        command = [sys.executable, HERE / "_kuc_recipe.py", "--data", args.data, "--splits",
+                   args.results / "splits.json", "--fold", k, "--out", args.runs / name / f"fold_{k}",
+                   *args.kuc_args]
+        timing = _run(command, log)
+        for file in ("val_scores.csv", "fold.json"):
+            shutil.copy2(args.runs / name / f"fold_{k}" / file, out / file)
+    (out / "cpu.json").write_text(json.dumps({**timing, "command": " ".join(map(str, command))},
+                                             indent=2) + "\n")
+    print(f"[accuracy] {name} fold {k}: {timing['cpu_s'] / 60:.1f} CPU min", flush=True)
+
+
+def score_derived(name: str, k: int, args) -> None:
+    """Score a derived row (TTA, ensemble) of fold k from the trained fold models."""
+    out = args.results / name / f"fold_{k}"
+    if (out / "val_scores.csv").is_file():
+        return
+    from oct_seg.data import read_dataset
+    from oct_seg.evaluate import evaluate_model
+    from oct_seg.io import write_csv
+    from oct_seg.loading import load_model
+
+    split = json.loads((args.results / "splits.json").read_text())[k]
+    val = read_dataset(args.data).subset(split["val"])
+    unet = load_model(args.runs / "ours_unet" / f"fold_{k}" / "model.keras")
+    cpu = time.process_time()
+    if name == "ours_unet+tta":
+        scores = evaluate_model(unet, val, tta=True)
+    else:
+        tu = load_model(args.runs / "ours_transunet" / f"fold_{k}" / "model.keras")
+        scores = evaluate_model([unet, tu], val)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "val_scores.csv", scores)
+    (out / "cpu.json").write_text(json.dumps({"cpu_s": round(time.process_time() - cpu, 1),
+                                              "scoring_only": True}) + "\n")
+
+
+def recipe_row(name: str, results: Path):
+    """One table row from results/<name>/fold_*/val_scores.csv (None if a fold is missing)."""
+    import numpy as np
+    import pandas as pd
+
+    from oct_seg.metrics import pooled_from_table
+
+    folds = [results / name / f"fold_{k}" for k in range(N_FOLDS)]
+    if not all((f / "val_scores.csv").is_file() for f in folds):
+        return None
+    tables = [pd.read_csv(f / "val_scores.csv") for f in folds]
+    scans = pd.concat(tables, ignore_index=True)
+    fluid = scans[scans["truth_pixels"] > 0]
+    empty = scans[scans["truth_pixels"] == 0]
+    per_fold = [pooled_from_table(t)["dice"] for t in tables]
+    cpu = sum(json.loads((f / "cpu.json").read_text())["cpu_s"] for f in folds)
+    return {"recipe": name, "scans": len(scans), "pooled_dice": pooled_from_table(scans)["dice"],
+            "fold_pooled_mean": float(np.mean(per_fold)),
+            "fold_pooled_sd": float(np.std(per_fold, ddof=1)),
+            "image_dice_fluid_mean": float(fluid["dice"].mean()),
+            "image_dice_fluid_sd": float(fluid["dice"].std(ddof=1)),
+            "fp_pixels_fluid_free": float(empty["pred_pixels"].mean()),
+            "fluid_free_scans_with_fp": int((empty["pred_pixels"] > 0).sum()),
+            "n_fluid_free": len(empty), "cpu_min": cpu / 60.0,
+            "per_fold_pooled": per_fold}
+
+
+def markdown(rows: list, args) -> str:
+    lines = [
+        "## Accuracy on Duke DME (5 patient-wise folds of subjects 1-8)",
+        "",
+        f"Generated by `{args.command}`. Same folds for every row "
+        "(`bench/results/accuracy/splits.json`); each B-scan is predicted by the fold model "
+        "that did not train on its patient, at its original 496 x 768 size, threshold 0.5. "
+        "Per-scan scores: `bench/results/accuracy/<recipe>/fold_K/val_scores.csv`.",
+        "",
+        "| recipe | pooled Dice (all scans) | pooled Dice per fold, mean ± sd | per-image Dice, "
+        "fluid scans, mean ± sd | FP pixels per fluid-free scan (scans with any) | CPU min |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cpu = f"{r['cpu_min']:.0f}" + (" (scoring)" if "+" in r["recipe"] else "")
+        lines.append(
+            f"| {LABELS.get(r['recipe'], r['recipe'])} | **{r['pooled_dice']:.3f}** | "
+            f"{r['fold_pooled_mean']:.3f} ± {r['fold_pooled_sd']:.3f} | "
+            f"{r['image_dice_fluid_mean']:.3f} ± {r['image_dice_fluid_sd']:.3f} | "
+            f"{r['fp_pixels_fluid_free']:.0f} ({r['fluid_free_scans_with_fp']}/"
+            f"{r['n_fluid_free']}) | {cpu} |")
+    lines += ["", "Per-fold pooled Dice: " + "; ".join(
+        f"{r['recipe']} " + ", ".join(f"{v:.3f}" for v in r["per_fold_pooled"]) for r in rows),
+        "", "CPU minutes: user + system time of the training subprocess (data loading, "
+        "training, the fold's scoring), summed over the 5 folds; 2-core machine."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "duke_dme")
+    p.add_argument("--runs", type=Path, default=REPO.parent / "runs" / "accuracy",
+                   help="where the models are trained (outside the repository)")
+    p.add_argument("--results", type=Path, default=HERE / "results" / "accuracy")
+    p.add_argument("--recipes", default=",".join([*TRAINED, *DERIVED]))
+    p.add_argument("--folds", default="0,1,2,3,4")
+    p.add_argument("--ours-args", default="", help="extra `oct-seg train` arguments, e.g. "
+                   "'--precision mixed_bfloat16'")
+    p.add_argument("--kuc-args", default="", help="extra bench/_kuc_recipe.py arguments")
+    p.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md")
+    a = p.parse_args(argv)
+    a.command = "python bench/accuracy.py" + ("" if argv is None and len(sys.argv) == 1
+                                               else " " + " ".join(argv or sys.argv[1:]))
+    a.recipes = [r for r in a.recipes.split(",") if r]
+    unknown = set(a.recipes) - set(TRAINED) - set(DERIVED)
+    if unknown:
+        p.error(f"unknown recipes {sorted(unknown)}; choose from {[*TRAINED, *DERIVED]}")
+    a.folds = [int(k) for k in a.folds.split(",") if k]
+    a.ours_args, a.kuc_args = a.ours_args.split(), a.kuc_args.split()
+    a.data, a.runs, a.results = a.data.resolve(), a.runs.resolve(), a.results.resolve()
+    return a
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    write_splits(args.data, args.results)
+    for name in [r for r in args.recipes if r in TRAINED]:
+        for k in args.folds:
+            train_fold(name, k, args)
+    for name in [r for r in args.recipes if r in DERIVED]:
+        for k in args.folds:
+            score_derived(name, k, args)
+    rows = [row for row in (recipe_row(n, args.results) for n in [*TRAINED, *DERIVED]) if row]
+    if rows:
+        (args.results / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+        replace_section(args.markdown, "accuracy", markdown(rows, args))
+        print(markdown(rows, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The default training recipe: what ``oct_seg.train`` does unless told otherwise, and why.
+
+The builders keep keras-unet-collection's defaults (paper widths, no batch norm); training
+does not: each default below fixes a way the first defaults failed on real B-scans (Duke DME:
+88 Spectralis B-scans of 8 DME patients, 25 of them fluid-free, fluid ~0.9 % of the pixels;
+the measurements are in BENCHMARKS.md, section Accuracy). Every value can be overridden
+through TrainConfig (model_kwargs, loss_kwargs, bn_momentum, prior_bias).
+
+* Network widths (``network_kwargs``): CPU-sized, 16 channels at full resolution doubling to
+  256 (TransUNet: the same CNN with the paper's Table 2 transformer). The paper's widths
+  (64 ... 1024) cost ~16x the time per B-scan: ~1 h per epoch of the Duke set on 2 cores.
+  Presets (e.g. ``transunet_paper``) keep their own widths.
+* Batch norm on (``batch_norm=True`` where the builder has it): without normalisation the
+  networks sat at the all-background output for the whole run (issue 11: Dice 0.000 for
+  11 epochs, then early stopping).
+* Batch-norm momentum (``bn_momentum``): 1 - 1 / steps_per_epoch, within [0.9, 0.99], so the
+  moving statistics average over about one epoch of batches. Keras' 0.99 remembers ~100 steps:
+  after the ~200 steps of a short run the moving variance still carries ~15 % of its initial
+  1.0, and the model in inference mode marked whole B-scans as fluid.
+* Overlap losses over the whole batch (``per_image=False``; nnU-Net's batch Dice): a
+  per-image Dice scores an all-zero output perfectly on every fluid-free B-scan (25 of 88),
+  and the networks collapsed to it within ~5 epochs.
+* Weighted BCE weight (``pos_weight``) from the training masks: ``bce_pos_weight``.
+* Output bias at the fluid prior (``prior_bias``): the head starts predicting the share of
+  fluid that the (weighted) BCE would fit for a constant output, instead of 0.5 everywhere,
+  so the first steps are not spent undoing a 50 % fluid guess (RetinaNet's prior
+  initialisation).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+
+import keras
+import numpy as np
+
+from oct_seg.losses import LOSSES, pos_weight_from_masks
+from oct_seg.models.registry import MODELS
+
+CPU_FILTERS = [16, 32, 64, 128, 256]
+
+# builder kwargs of the recipe, per network (the user's model_kwargs override them)
+NETWORK_KWARGS = {
+    "unet": dict(filter_num=CPU_FILTERS),
+    "att_unet": dict(filter_num=CPU_FILTERS),
+    "r2_unet": dict(filter_num=CPU_FILTERS),
+    "unet3plus": dict(filter_num_down=CPU_FILTERS),
+    "transunet": dict(filter_num=CPU_FILTERS),   # transformer: the builder's Table 2 values
+    "swin_unet": dict(filter_num_begin=CPU_FILTERS[0]),
+}
+
+
+def _accepts(fn, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+def network_kwargs(model: str, user: dict | None = None) -> dict:
+    """Builder kwargs for ``model`` under the recipe: CPU widths and batch norm on (where the
+    builder has them), then ``user``'s kwargs on top. Presets get only batch norm."""
+    kwargs = dict(NETWORK_KWARGS.get(model, {}))
+    builder = MODELS.get(model)
+    if builder is None:  # a preset: its own widths
+        from oct_seg.models.registry import PRESETS
+        builder = MODELS[PRESETS[model][0]]
+    if _accepts(builder, "batch_norm"):
+        kwargs["batch_norm"] = True
+    kwargs.update(user or {})
+    return kwargs
+
+
+def bce_pos_weight(masks) -> float:
+    """Fluid weight of the weighted BCE: sqrt((1 - f) / f), f the pooled fluid fraction.
+
+    The weight (1 - f) / f that balances the classes exactly (~113 on Duke DME) moves the
+    0.5 threshold to where fluid is merely ~1 % likely: it over-segments, and the combined
+    loss with it reached half the Dice of the square-root weight (~10.6) on the same folds
+    (BENCHMARKS.md, Accuracy). The square root keeps the emphasis on the rare class that
+    makes the BCE "weighted" while leaving the threshold usable.
+    """
+    return math.sqrt(pos_weight_from_masks(masks))
+
+
+def loss_kwargs(loss: str, user: dict | None, masks=None) -> dict:
+    """Loss kwargs under the recipe: batch-level overlap terms (per_image=False) and, for
+    losses with a BCE term, pos_weight = bce_pos_weight(masks) (the loss's own default when
+    masks is None); ``user``'s kwargs on top."""
+    cls = LOSSES[loss]
+    kwargs = {}
+    if _accepts(cls, "per_image"):
+        kwargs["per_image"] = False
+    user = dict(user or {})
+    if _accepts(cls, "pos_weight") and "pos_weight" not in user and masks is not None:
+        kwargs["pos_weight"] = bce_pos_weight(masks)
+    kwargs.update(user)
+    return kwargs
+
+
+def bn_momentum(steps_per_epoch: int) -> float:
+    """1 - 1 / steps_per_epoch clipped to [0.9, 0.99] (see the module docstring)."""
+    return float(min(0.99, max(0.9, 1.0 - 1.0 / max(1, int(steps_per_epoch)))))
+
+
+def fluid_prior(masks, pos_weight: float = 1.0) -> float:
+    """The constant probability that minimises a BCE with fluid weight ``pos_weight`` on
+    ``masks``: w f / (w f + 1 - f), f the pooled fluid fraction (f itself for plain BCE)."""
+    total = sum(np.size(m) for m in masks)
+    if total == 0:
+        raise ValueError("masks are empty: no pixels to count")
+    f = sum(int(np.count_nonzero(np.asarray(m) > 0)) for m in masks) / total
+    return float(pos_weight * f / (pos_weight * f + 1.0 - f))
+
+
+def output_convolutions(model) -> list:
+    """The Conv2D layers of the network's output heads (oct_seg builders name them
+    ``*_output*``: the final head and any deep-supervision heads)."""
+    found = []
+
+    def walk(m):
+        for layer in m.layers:
+            if isinstance(layer, keras.Model):
+                walk(layer)
+            elif type(layer) is keras.layers.Conv2D and "_output" in layer.name:
+                found.append(layer)
+
+    walk(model)
+    return found
+
+
+def set_output_prior(model, probability: float) -> int:
+    """Set every output head's bias to logit(probability) (sigmoid heads); returns how many
+    heads were set. Softmax heads (several classes) are left as built."""
+    if not 0.0 < probability < 1.0:
+        raise ValueError(f"probability must be in (0, 1), got {probability}")
+    bias = math.log(probability / (1.0 - probability))
+    heads = [c for c in output_convolutions(model) if c.filters == 1 and c.use_bias]
+    for conv in heads:
+        kernel, b = conv.get_weights()
+        conv.set_weights([kernel, np.full_like(b, bias)])
+    return len(heads)
