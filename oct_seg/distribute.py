@@ -32,7 +32,7 @@ Several machines (MultiWorkerMirroredStrategy)
 """
 from __future__ import annotations
 
-import functools
+import itertools
 import json
 import os
 
@@ -94,12 +94,33 @@ def get_strategy(devices=None):
     return tf.distribute.get_strategy()
 
 
-@functools.lru_cache(maxsize=None)
+# Collective keys of each MirroredStrategy made here start at a multiple of this stride, as in
+# TensorFlow's own strategy tests (strategy_combinations: "avoid key collision across subtests").
+_KEY_STRIDE = 100_000
+_key_bases = itertools.count(1)
+
+
 def _mirrored(devices):
-    """One MirroredStrategy per device set for the whole process: a second strategy over the
-    same devices reuses collective instance keys and fails ("Shape mismatch in the collective
-    instance") when a process trains several folds or models in turn."""
-    return tf.distribute.MirroredStrategy(devices=list(devices))
+    """A MirroredStrategy over ``devices`` whose collective keys no other strategy of this
+    process uses.
+
+    Why: every MirroredStrategy numbers its all-reduces from the same start (group key
+    1 + ``MirroredStrategy._collective_key_base``, instance keys 100, 101, ...), while the
+    collective runtime is one per process and remembers the shape of every (group, instance)
+    it has run. A second strategy over the same devices (another spelling of the device
+    names, the automatic choice next to an explicit one, a strategy of the caller's own)
+    replays those keys for the tensors of another model, and its first step fails with
+    CollectiveReduceV2 "Shape mismatch in the collective instance 100". A fresh key base per
+    strategy (set on the class only while this one is made, so strategies made elsewhere
+    keep TensorFlow's default) gives every strategy its own keys.
+    """
+    cls = tf.distribute.MirroredStrategy
+    default = cls._collective_key_base
+    cls._collective_key_base = default + _KEY_STRIDE * next(_key_bases)
+    try:
+        return cls(devices=list(devices))
+    finally:
+        cls._collective_key_base = default
 
 
 def is_chief() -> bool:

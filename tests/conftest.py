@@ -31,13 +31,3 @@ def duke_dir():
         pytest.skip(f"real Duke DME data not found at {path} (set OCT_SEG_DATA)")
     return path
 
-
-# Tests that train under MirroredStrategy on the two logical CPUs run first, in a process where
-# no other model has run collectives yet: in the full suite they otherwise failed with
-# CollectiveReduceV2 "Shape mismatch in the collective instance 100" (they pass alone and in
-# any order among themselves). Cause not yet isolated; see the issue notes.
-_FIRST = ("test_distribute.py", "test_losses_distributed.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in _FIRST)

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from oct_seg import distribute
-from oct_seg._keras_compat import patch_for_multi_worker
+from oct_seg._keras_compat import prepare_distributed_fit
 from oct_seg.data.pipeline import make_dataset, make_patch_dataset
 from oct_seg.evaluate import evaluate_conditions, predict_probabilities
 from oct_seg.io import remove_stale_temps, write_csv, write_json
@@ -171,8 +171,7 @@ def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
                                                          write_graph=False))
     if resume.epoch:
         print(f"[oct_seg] {fold.name}: resuming after epoch {resume.epoch}", flush=True)
-    if distribute.is_multi_worker(strategy):
-        patch_for_multi_worker(model, train_ds, strategy)
+    prepare_distributed_fit(model, train_ds, strategy)
     # done: killed after the last backup but before trained.json -> a zero-epoch fit only
     # restores the backup and repairs model.keras (BestCheckpoint save_on_begin / on_train_end)
     model.fit(train_ds, epochs=resume.epoch if done else config.epochs,
