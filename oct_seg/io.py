@@ -3,18 +3,23 @@
 Files are written to ``.tmp-<pid>-NAME`` beside the target and renamed onto it (``os.replace``
 is atomic within one file system), so a kill at any instant leaves either the old file or the
 new one; the ``.tmp-`` prefix lets the next session remove what a killed one left
-(:func:`remove_stale_temps`). Folders: :func:`atomic_dir` yields a temporary folder beside the
-target and renames it onto the target when the block ends without an error.
+(:func:`remove_stale_temps`). Folders: :func:`atomic_dir` yields a temporary folder
+``.NAME.tmp-<pid>-*`` beside the target and renames it onto the target when the block ends
+without an error; the pid lets the next run for the same target remove the folders of a
+process that no longer runs (a ``kill -9`` skips every cleanup) without touching those of a
+run still in progress.
 
-Errors name the path in one line: NotADirectoryError (the target is a file), FileExistsError
-(a non-empty folder without ``overwrite``), PermissionError (the folder cannot be written),
-IsADirectoryError / FileNotFoundError (a file target that is a folder / has no parent folder).
+Errors name the path in one line: NotADirectoryError (the target, or a folder above it, is a
+file), FileExistsError (a non-empty folder without ``overwrite``), PermissionError (the folder
+cannot be written), IsADirectoryError / FileNotFoundError (a file target that is a folder /
+has no parent folder).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -85,13 +90,24 @@ def remove_stale_temps(folder) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _check_no_file_above(path: Path) -> None:
+    """NotADirectoryError when a folder on the way to ``path`` exists as a file (the OS would
+    only say "File exists" or "Not a directory", which points at the wrong thing)."""
+    for above in Path(path).absolute().parents:
+        if above.exists():
+            if not above.is_dir():
+                raise NotADirectoryError(f"{path}: {above} is a file, not a folder")
+            return
+
+
 def check_file_target(path) -> None:
-    """Raise before any work when ``path`` cannot become a file: it is a folder, its folder
-    does not exist or is not writable."""
+    """Raise before any work when ``path`` cannot become a file: it is a folder, a folder
+    above it is a file, its folder does not exist or is not writable."""
     path = Path(path)
     parent = path.absolute().parent
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; give a file name")
+    _check_no_file_above(path)
     if not parent.is_dir():
         raise FileNotFoundError(f"{path}: output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
@@ -109,13 +125,15 @@ def atomic_dir(out, overwrite: bool = False):
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: output path exists and is not a folder")
+    _check_no_file_above(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: output folder exists and is not empty; pass "
                               "overwrite=True (--overwrite) or choose another folder")
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        _remove_dead_siblings(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the result is a normal folder
@@ -125,7 +143,7 @@ def atomic_dir(out, overwrite: bool = False):
     try:
         yield tmp
         if out.exists():
-            old = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -134,3 +152,25 @@ def atomic_dir(out, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_dead_siblings(out: Path) -> None:
+    """Remove the ``.NAME.tmp-<pid>-*`` / ``.NAME.old-<pid>-*`` folders beside ``out`` whose
+    process is gone (killed before its cleanup ran); a live pid's folder is left alone."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:tmp|old)-(\d+)-")
+    for entry in out.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match and entry.is_dir() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
