@@ -36,11 +36,26 @@ def load_model(path):
         return _wrap_saved_model(path)
     if path.suffix.lower() not in (".keras", ".h5"):
         raise ValueError(f"{path}: not a model file; give a .keras file or a SavedModel folder")
+    if path.suffix.lower() == ".keras":
+        _check_keras_archive(path)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a loadable Keras model ({reason[:200]})") from err
+
+
+def _check_keras_archive(path: Path) -> None:
+    """ValueError for a .keras file that is not a Keras archive (a zip holding config.json):
+    Keras itself answers "File not found" for a file that is there."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a loadable Keras model (not a .keras zip archive)")
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            raise ValueError(f"{path}: not a loadable Keras model (the zip archive holds no "
+                             "config.json)")
 
 
 def load_models(path) -> list:

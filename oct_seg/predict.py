@@ -27,7 +27,7 @@ import pandas as pd
 from oct_seg.io import atomic_dir
 from oct_seg.loading import load_models
 from oct_seg.precision import check_precision, with_precision
-from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, is_supported, read_input
+from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, check_input, read_input
 
 OVERLAY_COLOURS = np.array([[0, 200, 255], [255, 80, 0], [80, 255, 0], [255, 0, 200]],
                            dtype=np.float32)
@@ -144,10 +144,7 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
     if not inputs:
         raise ValueError("no input files given")
     for path in inputs:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: input file not found")
-        if not is_supported(path):
-            raise ValueError(f"{path}: unsupported input type '{path.suffix or '(none)'}'")
+        check_input(path)
     if precision is not None:
         check_precision(precision)
     if isinstance(model_or_path, (str, Path)):
@@ -199,13 +196,9 @@ def _batches(bscans, batch_size: int) -> list[list[int]]:
 
 def _predict(models, images, path, tta=False) -> np.ndarray:
     """Same-size (H, W) B-scans of input `path` -> probabilities (N, H, W, n_labels)."""
-    from oct_seg.inference import input_requirements, predict_image
+    from oct_seg.inference import predict_image
 
     h, w = np.shape(images[0])
-    multiple = max(input_requirements(m)[0] for m in models)
-    if min(h, w) < multiple:
-        raise ValueError(f"{path}: {h} x {w} B-scan is smaller than "
-                         f"this network allows (height and width >= {multiple})")
     try:
         return np.asarray(predict_image(models, np.stack(images)[..., None],
                                         batch_size=len(images), tta=tta))

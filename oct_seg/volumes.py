@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,9 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VOLUME_EXTENSIONS = (".vol", ".e2e", ".fds", ".fda", ".img")
+VENDOR_FORMATS = {".vol": "Heidelberg .vol", ".e2e": "Heidelberg .e2e", ".fds": "Topcon .fds",
+                  ".fda": "Topcon .fda", ".img": "Zeiss Cirrus .img"}
+VOLUME_EXTENSIONS = tuple(VENDOR_FORMATS)
 
 _VOL_HEADER_SIZE = 2048
 _VOL_INVALID = 1e30  # .vol marks missing samples with FLT_MAX (3.4e38)
@@ -93,9 +96,21 @@ def _known(value) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
 
-def is_supported(path) -> bool:
-    """True when the file extension is a readable B-scan image or volume."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS + VOLUME_EXTENSIONS
+def check_input(path) -> Path:
+    """``path`` as a Path when it is an existing file of a supported type, else
+    FileNotFoundError / IsADirectoryError / ValueError naming it and the problem."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give the image or volume files in it "
+                                f"(e.g. {path / '*.png'})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input file not found")
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS + VOLUME_EXTENSIONS:
+        raise ValueError(
+            f"{path}: unsupported input type '{ext or '(none)'}'; use a B-scan image "
+            f"({', '.join(IMAGE_EXTENSIONS)}) or a volume ({', '.join(VOLUME_EXTENSIONS)})")
+    return path
 
 
 def read_input(path, img_shape=(1024, 512)) -> list[Volume]:
@@ -103,40 +118,59 @@ def read_input(path, img_shape=(1024, 512)) -> list[Volume]:
     several).
 
     img_shape: (rows, cols) of one Zeiss .img B-scan (the file does not store it).
+    Every B-scan must meet oct_seg.data.readers.check_bscan_size (at least 16 x 16 pixels).
     Raises FileNotFoundError / ValueError with a message naming the file and the problem.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: input file not found")
+    from oct_seg.data.readers import check_bscan_size
+
+    path = check_input(path)
     ext = path.suffix.lower()
     if ext in (".tif", ".tiff"):
-        return [_read_tiff(path)]
-    if ext in IMAGE_EXTENSIONS:
-        return [Volume(path.stem, path, [_read_image(path)], Spacing(source="none in file"))]
+        volumes = [_read_tiff(path)]
+    elif ext in IMAGE_EXTENSIONS:
+        volumes = [Volume(path.stem, path, [_read_image(path)], Spacing(source="none in file"))]
+    else:
+        volumes = _read_vendor(path, ext, img_shape)
+    for volume in volumes:
+        for k, bscan in enumerate(volume.bscans):
+            check_bscan_size(np.shape(bscan), path if len(volume.bscans) == 1
+                             else f"{path} (B-scan {k} of {volume.name})")
+    return volumes
+
+
+def _read_vendor(path: Path, ext: str, img_shape) -> list[Volume]:
+    """The non-empty volumes of a vendor file; every parser failure becomes one ValueError
+    naming the file."""
     readers = {".vol": _read_vol, ".e2e": _read_e2e, ".fds": _read_topcon,
                ".fda": _read_topcon, ".img": lambda p: _read_img(p, img_shape)}
-    if ext not in readers:
-        raise ValueError(
-            f"{path}: unsupported input type '{ext or '(none)'}'; use a B-scan image "
-            f"({', '.join(IMAGE_EXTENSIONS)}) or a volume ({', '.join(VOLUME_EXTENSIONS)})")
     try:
         volumes = readers[ext](path)
     except Exception as err:  # vendor parsers fail in many ways on foreign/corrupt files
         if str(err).startswith(str(path)):  # already a message of this module
             raise
-        raise ValueError(f"{path}: cannot read as a {ext} OCT volume "
-                         f"({type(err).__name__}: {err})") from err
+        raise ValueError(f"{path}: not a readable {VENDOR_FORMATS[ext]} file, or a damaged "
+                         f"one ({type(err).__name__}: {_printable(err)})") from err
     volumes = [v for v in volumes if v.bscans]
     if not volumes:
         raise ValueError(f"{path}: the file holds no OCT B-scans")
     return volumes
 
 
+def _printable(err: BaseException, limit: int = 160) -> str:
+    """A parser's message on one short line, with byte strings (a parser quoting the file's
+    raw bytes) replaced by <bytes>."""
+    text = re.sub(r"""b(['"]).*?(?<!\\)\1""", "<bytes>", str(err))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _read_image(path: Path) -> np.ndarray:
-    from oct_seg.data.readers import read_image
+    from oct_seg.data.readers import DataError, read_image
 
     try:
         image = read_image(path)
+    except DataError:  # names the file and the problem
+        raise
     except Exception as err:
         raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
     image = np.asarray(image, dtype=np.float32)
@@ -298,8 +332,10 @@ def read_vol_header(path) -> dict:
 
 def _read_vol(path: Path) -> list[Volume]:
     h = read_vol_header(path)
-    if min(h["size_x"], h["n_bscans"], h["size_z"], h["bscan_hdr_size"]) <= 0:
-        raise ValueError(f"{path}: .vol header has non-positive sizes {h}")
+    bad = {k: h[k] for k in ("size_x", "n_bscans", "size_z", "bscan_hdr_size") if h[k] <= 0}
+    if bad:
+        raise ValueError(f"{path}: damaged .vol header: "
+                         + ", ".join(f"{k} = {v}" for k, v in bad.items()) + " (must be > 0)")
     n_pixels = h["size_x"] * h["size_z"]
     start = _VOL_HEADER_SIZE + h["size_x_slo"] * h["size_y_slo"]
     stride = h["bscan_hdr_size"] + 4 * n_pixels

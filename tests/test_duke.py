@@ -9,7 +9,7 @@ from scipy.io import savemat
 
 from oct_seg.data import DataError, convert_duke, read_dataset
 
-H, W, S = 12, 16, 6
+H, W, S = 16, 20, 6
 ANNOTATED = {1: [1, 3, 4], 9: [0, 5]}
 
 
@@ -99,6 +99,18 @@ def test_refuses_non_empty_out_and_overwrite_replaces(release, tmp_path):
     ({"images": np.zeros((H, W, S), np.uint8)}, "missing variable 'manualFluid1'"),
     ({"images": np.zeros((H, W), np.uint8), "manualFluid1": np.zeros((H, W))}, "expected \\(H, W, slices\\)"),
     ({"images": np.zeros((H, W, S), np.uint8), "manualFluid1": np.zeros((H, W, S + 1))}, "differs"),
+    # silent damage before (exit 0): a black B-scan, ids wrapped or lost in instances/,
+    # a folder of 1 x 1 B-scans that evaluate then refused
+    ({"images": np.linspace(0, 1, H * W * S).reshape(H, W, S), "manualFluid1": np.zeros((H, W, S))},
+     r"'images' must hold 8-bit grey values .* look scaled to \[0, 1\]"),
+    ({"images": np.full((H, W, S), 100.5), "manualFluid1": np.zeros((H, W, S))},
+     r"float64 values in \[100.5, 100.5\]"),
+    ({"images": np.zeros((H, W, S), np.uint8), "manualFluid1": np.full((H, W, S), np.inf)},
+     "'manualFluid1' holds infinite values"),
+    ({"images": np.zeros((H, W, S), np.uint8), "manualFluid1": np.full((H, W, S), 70000.0)},
+     "'manualFluid1' holds pocket id 70000; instances/ PNGs hold ids up to 65535"),
+    ({"images": np.zeros((1, 1, S), np.uint8), "manualFluid1": np.zeros((1, 1, S))},
+     "1 x 1 B-scan is smaller than 16 x 16"),
 ])
 def test_bad_mat_names_file_and_leaves_nothing(release, tmp_path, broken, message):
     folder, _, _ = release

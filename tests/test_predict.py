@@ -38,7 +38,7 @@ def _read_png(path):
 
 
 def test_volume_areas_and_volume_by_hand(tmp_path, threshold_net):
-    raw = [np.zeros((8, 12), np.float32) for _ in range(3)]
+    raw = [np.zeros((16, 20), np.float32) for _ in range(3)]
     raw[0][0, :3] = 1.0         # 3 fluid pixels
     raw[2][2:4, :5] = 1.0       # 10 fluid pixels; B-scan 1 has none
     write_vol(tmp_path / "eye.vol", raw, scale_x=0.011, distance=0.125, scale_z=0.0039)
@@ -53,7 +53,7 @@ def test_volume_areas_and_volume_by_hand(tmp_path, threshold_net):
     pd.testing.assert_frame_equal(pd.read_csv(out / "fluid_areas.csv"), areas,
                                   check_dtype=False)
     mask = _read_png(out / "masks" / "eye_b002.png")
-    assert mask.shape == (8, 12) and set(np.unique(mask)) == {0, 255}
+    assert mask.shape == (16, 20) and set(np.unique(mask)) == {0, 255}
     np.testing.assert_array_equal(mask == 255, raw[2] > 0.5)
     assert sorted(os.listdir(out / "overlays")) == ["eye_b000.png", "eye_b001.png",
                                                     "eye_b002.png"]
@@ -76,12 +76,12 @@ def test_images_any_size_and_spacing_override(tmp_path, threshold_net):
 
 
 def test_threshold_option(tmp_path, threshold_net):
-    img = np.full((8, 8), 0.49, np.float32)  # sigmoid(-1) = 0.269
+    img = np.full((16, 16), 0.49, np.float32)  # sigmoid(-1) = 0.269
     path = _png(tmp_path / "x.png", (img * 255).astype(np.uint8))
     assert predict_files(threshold_net, [path], tmp_path / "o1", progress=False,
                          threshold=0.5).loc[0, "fluid_pixels"] == 0
     assert predict_files(threshold_net, [path], tmp_path / "o2", progress=False,
-                         threshold=0.2).loc[0, "fluid_pixels"] == 64
+                         threshold=0.2).loc[0, "fluid_pixels"] == 256
 
 
 def test_overlay_colour_formula():
@@ -123,7 +123,7 @@ def test_real_bscan_native_size(tmp_path, duke_dir):
 
 
 def test_output_folder_is_atomic(tmp_path, threshold_net):
-    good = _png(tmp_path / "good.png", np.zeros((8, 8), np.uint8))
+    good = _png(tmp_path / "good.png", np.zeros((16, 16), np.uint8))
     bad = tmp_path / "bad.vol"
     bad.write_bytes(b"HSF-OCT-103" + bytes(3000))  # header with zero sizes
     out = tmp_path / "out"
@@ -148,18 +148,43 @@ def test_bad_inputs(tmp_path, threshold_net):
     with pytest.raises(ValueError, match=r"a\.txt: unsupported"):
         predict_files(threshold_net, [tmp_path / "a.txt"], tmp_path / "o")
     small = _png(tmp_path / "small.png", np.zeros((3, 40), np.uint8))
-    with pytest.raises(ValueError, match=r"small\.png: 3 x 40 B-scan is smaller"):
+    with pytest.raises(ValueError, match=r"small\.png: 3 x 40 B-scan is smaller than 16 x 16"):
         predict_files(threshold_net, [small], tmp_path / "o", progress=False)
+    (tmp_path / "scans").mkdir()
+    with pytest.raises(IsADirectoryError, match="scans: is a folder"):
+        predict_files(threshold_net, [tmp_path / "scans"], tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_small_bscans_follow_the_one_size_rule(tmp_path):
+    """B-scans from 16 px up are segmented whatever the network's size step (padding): predict
+    refused a 16 x 20 B-scan for a network with a step of 32 while the README said any size."""
+    inp = keras.Input((None, None, 1))
+    x = SizeCheck(32, name="size_check")(inp)
+    net = keras.Model(inp, keras.layers.Activation("sigmoid")(keras.layers.Rescaling(
+        100.0, -50.0)(x)))
+    img = np.zeros((16, 20), np.uint8)
+    img[3:6, 4:9] = 255
+    areas = predict_files(net, [_png(tmp_path / "s.png", img)], tmp_path / "o", progress=False)
+    assert areas.loc[0, "fluid_pixels"] == 15
+    np.testing.assert_array_equal(_read_png(tmp_path / "o" / "masks" / "s.png") > 0, img > 0)
 
 
 def test_load_model_errors(tmp_path, threshold_net):
     with pytest.raises(FileNotFoundError, match="none.keras: model not found"):
         load_model(tmp_path / "none.keras")
     fake = tmp_path / "fake.keras"
-    fake.write_text("not a zip")
-    with pytest.raises(ValueError, match=r"fake\.keras: not a loadable Keras model"):
+    fake.write_text("not a zip")  # Keras itself says "File not found" for a file that is there
+    with pytest.raises(ValueError, match=r"fake\.keras: not a loadable Keras model \(not a "
+                                         r"\.keras zip archive\)"):
         load_model(fake)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("notes.txt", "a zip, but not a Keras model")
+    with pytest.raises(ValueError, match=r"other\.keras: not a loadable Keras model \(the zip "
+                                         r"archive holds no config\.json\)"):
+        load_model(tmp_path / "other.keras")
     with pytest.raises(ValueError, match="not a SavedModel"):
         load_model(tmp_path)
     (tmp_path / "w.txt").write_text("x")
@@ -202,7 +227,7 @@ def recorder(monkeypatch):
 
 
 def test_tiff_stack_names_and_volume_csv(tmp_path, threshold_net):
-    pages = np.zeros((3, 8, 12), np.uint8)
+    pages = np.zeros((3, 16, 20), np.uint8)
     pages[0, 0, :4] = 255        # 4 fluid pixels (stack max 255 -> 1.0)
     pages[2, 3:5, 2:5] = 200     # 6 fluid pixels (200 / 255 > 0.5)
     pages[1] = 100               # 100 / 255 < 0.5: none

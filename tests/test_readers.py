@@ -113,7 +113,7 @@ def test_lossy_jpeg_mask_and_colour_mask_raise(tmp_path):
         read_mask(_png(tmp_path / "c.png", colour))
 
 
-def _dataset(root, n=3, shape=(8, 10)):
+def _dataset(root, n=3, shape=(16, 20)):
     for i in range(n):
         img = RNG.integers(0, 256, shape, dtype=np.uint8)
         m = np.zeros(shape, np.uint8)
@@ -128,12 +128,16 @@ def test_read_dataset_without_index_and_skips_junk(tmp_path):
     (root / "images" / ".DS_Store").write_bytes(b"\0\1")
     (root / "images" / "Thumbs.db").write_bytes(b"\0\1")
     (root / "images" / "README.txt").write_text("hello")
-    with pytest.warns(UserWarning, match="skipped 3 non-image"):
+    with pytest.warns(UserWarning) as caught:
         scans = read_dataset(root)
+    messages = [str(w.message) for w in caught]
+    assert any("skipped 3 non-image" in m for m in messages)
+    assert any(f"{root}: no index.csv, so every scan is its own subject and folds are not "
+               "split by patient" in m for m in messages)
     assert scans.names == ["s0", "s1", "s2"]
     assert list(scans.index["subject"]) == scans.names   # documented: subject = name
-    np.testing.assert_allclose(scans.index["fluid_fraction"], [10 / 80] * 3)
-    assert scans.masks[1][1].tolist() == [1] * 10 and scans.masks[1].sum() == 10
+    np.testing.assert_allclose(scans.index["fluid_fraction"], [20 / 320] * 3)
+    assert scans.masks[1][1].tolist() == [1] * 20 and scans.masks[1].sum() == 20
     sub = scans.subset(["s2", "s0"])
     assert isinstance(sub, ScanSet) and sub.names == ["s2", "s0"] and sub.masks[0][2, 0] == 1
     assert list(sub.index["name"]) == ["s2", "s0"]
@@ -156,8 +160,15 @@ def test_read_dataset_index_keeps_columns_and_checks_names(tmp_path):
 
 
 def test_read_dataset_bad_folders(tmp_path):
-    with pytest.raises(DataError, match="images/"):
+    with pytest.raises(DataError, match=f"{tmp_path}: empty folder; a data folder holds "
+                                        "images/ and masks/"):
         read_dataset(tmp_path)
+    with pytest.raises(DataError, match="data folder not found"):
+        read_dataset(tmp_path / "nothere")
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match=f"{tmp_path}: no images/ sub-folder"):
+        read_dataset(tmp_path)
+    (tmp_path / "masks").rmdir()
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     with pytest.raises(DataError, match="no image files"):
@@ -167,14 +178,45 @@ def test_read_dataset_bad_folders(tmp_path):
     with pytest.raises(DataError, match=r"no mask.*s1.png"):
         read_dataset(root)
     root = _dataset(tmp_path / "b")
-    _png(root / "masks" / "s1.png", np.zeros((8, 9), np.uint8))
-    with pytest.raises(DataError, match=r"s1.png.*\(8, 9\).*\(8, 10\)"):
+    _png(root / "masks" / "s1.png", np.zeros((16, 19), np.uint8))
+    with pytest.raises(DataError, match=r"s1.png.*\(16, 19\).*\(16, 20\)"):
         read_dataset(root)
     root = _dataset(tmp_path / "c")
     (root / "images" / "s0.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(DataError, match="s0.png"):
         read_dataset(root)
     root = _dataset(tmp_path / "e")
-    _png(root / "masks" / "extra.png", np.zeros((8, 10), np.uint8))
+    _png(root / "masks" / "extra.png", np.zeros((16, 20), np.uint8))
     with pytest.warns(UserWarning, match="without an image"):
         assert len(read_dataset(root)) == 3
+
+
+@pytest.mark.parametrize("shape", [(2, 100000), (15, 40), (40, 1)])
+def test_bscans_below_the_size_rule_are_refused(tmp_path, shape):
+    root = _dataset(tmp_path / "d")
+    _png(root / "images" / "s1.png", np.full(shape, 80, np.uint8))
+    _png(root / "masks" / "s1.png", np.zeros(shape, np.uint8))
+    h, w = shape
+    with pytest.raises(DataError, match=f"s1.png: {h} x {w} B-scan is smaller than 16 x 16"):
+        read_dataset(root)
+    assert read_image(root / "images" / "s1.png").shape == shape  # the decoder reads any size
+
+
+def test_pixel_limit_is_named_with_the_way_past_it(tmp_path, monkeypatch):
+    """A valid PNG above Pillow's decompression-bomb limit was called corrupt."""
+    from PIL import Image as PILImage
+
+    path = _png(tmp_path / "big.png", RNG.integers(0, 256, (60, 50), dtype=np.uint8))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # refuses > 2000 pixels
+    with pytest.raises(DataError, match=r"big.png: 60 x 50 image \(3,000 pixels\) exceeds the "
+                                        r"pixel limit of 2,000.*OCT_SEG_MAX_PIXELS=3000") as info:
+        read_image(path)
+    assert "corrupt" not in str(info.value)
+    monkeypatch.setenv("OCT_SEG_MAX_PIXELS", "3000")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor a decompression-bomb warning
+        assert read_image(path).shape == (60, 50)
+    assert PILImage.MAX_IMAGE_PIXELS == 1000  # the limit is raised for this read only
+    monkeypatch.setenv("OCT_SEG_MAX_PIXELS", "lots")
+    with pytest.raises(DataError, match="OCT_SEG_MAX_PIXELS='lots': give a positive pixel count"):
+        read_image(path)

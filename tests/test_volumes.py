@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oct_seg import volumes
 from oct_seg.volumes import Spacing, read_input, to_unit_range
 
 FLT_MAX = np.finfo(np.float32).max
@@ -62,7 +61,7 @@ def write_fds(path, bscans_u16, x_mm, y_mm, z_um):
 
 def test_vol_reader_values_and_geometry(tmp_path):
     rng = np.random.default_rng(0)
-    raw = [rng.random((6, 10), dtype=np.float32) for _ in range(3)]
+    raw = [rng.random((16, 20), dtype=np.float32) for _ in range(3)]
     raw[1][2, 3] = FLT_MAX  # invalid sample
     path = tmp_path / "eye.vol"
     write_vol(path, raw, scale_x=0.0115, distance=0.12, scale_z=0.0039)
@@ -73,12 +72,12 @@ def test_vol_reader_values_and_geometry(tmp_path):
     want[2, 3] = 0.0
     np.testing.assert_allclose(vol.bscans[1], want, rtol=1e-6)
     np.testing.assert_allclose(vol.bscans[2], raw[2] ** 0.25, rtol=1e-6)
-    assert vol.bscans[0].dtype == np.float32 and vol.bscans[0].shape == (6, 10)
+    assert vol.bscans[0].dtype == np.float32 and vol.bscans[0].shape == (16, 20)
 
 
 def test_vol_single_bscan_has_no_bscan_spacing(tmp_path):
     path = tmp_path / "line.vol"
-    write_vol(path, [np.full((4, 4), 0.5, np.float32)], 0.01, 0.0, 0.004)
+    write_vol(path, [np.full((16, 16), 0.5, np.float32)], 0.01, 0.0, 0.004)
     (vol,) = read_input(path)
     assert vol.spacing.bscan_mm is None and vol.spacing.pixel_area_mm2 == pytest.approx(4e-5)
 
@@ -97,7 +96,7 @@ def test_vol_bad_files(tmp_path):
 
 def test_fds_through_oct_converter(tmp_path):
     rng = np.random.default_rng(1)
-    bscans = [rng.integers(0, 4000, (8, 12), dtype=np.uint16) for _ in range(4)]
+    bscans = [rng.integers(0, 4000, (16, 24), dtype=np.uint16) for _ in range(4)]
     path = tmp_path / "topcon.fds"
     write_fds(path, bscans, x_mm=6.0, y_mm=6.0, z_um=2.6)
     (vol,) = read_input(path)
@@ -106,14 +105,14 @@ def test_fds_through_oct_converter(tmp_path):
     for got, want in zip(vol.bscans, bscans):
         np.testing.assert_allclose(got, want / top, rtol=1e-6)
     # oct-converter: [x_mm / width, y_mm / n_slices, z_um / 1000] = lateral, B-scan, axial
-    assert vol.spacing.lateral_mm == pytest.approx(6.0 / 12)
+    assert vol.spacing.lateral_mm == pytest.approx(6.0 / 24)
     assert vol.spacing.bscan_mm == pytest.approx(6.0 / 4)
     assert vol.spacing.axial_mm == pytest.approx(0.0026)
 
 
 def test_zeiss_img_layout_and_size_check(tmp_path):
-    rows, cols = 6, 5
-    bscans = [np.arange(rows * cols, dtype=np.uint8).reshape(rows, cols) + 10 * k
+    rows, cols = 16, 20
+    bscans = [(np.arange(rows * cols) % 40).astype(np.uint8).reshape(rows, cols) + 10 * k
               for k in range(3)]
     path = tmp_path / "cube.img"
     # Zeiss .img: uint8, each B-scan stored column by column (Fortran order)
@@ -121,9 +120,9 @@ def test_zeiss_img_layout_and_size_check(tmp_path):
     (vol,) = read_input(path, img_shape=(rows, cols))
     assert vol.spacing.pixel_area_mm2 is None
     for got, want in zip(vol.bscans, bscans):
-        np.testing.assert_allclose(got, want / 49.0, rtol=1e-6)  # max over the volume = 49
+        np.testing.assert_allclose(got, want / 59.0, rtol=1e-6)  # max over the volume = 59
     with pytest.raises(ValueError, match=r"cube\.img: .*--img-shape"):
-        read_input(path, img_shape=(7, 5))
+        read_input(path, img_shape=(17, 20))
 
 
 class _FakeE2E:
@@ -136,7 +135,7 @@ class _FakeE2E:
         from oct_converter.image_types import OCTVolumeWithMetaData
 
         print("noise that oct-converter prints")
-        vols = [[np.full((4, 6), 0.25, np.float32)] * 3, [np.full((4, 6), 0.5, np.float32)]]
+        vols = [[np.full((16, 24), 0.25, np.float32)] * 3, [np.full((16, 24), 0.5, np.float32)]]
         # oct-converter fills lateral and slice spacing with fixed defaults (0.01, 0.05)
         return [OCTVolumeWithMetaData(v, pixel_spacing=[0.01, 0.0039, 0.05]) for v in vols]
 
@@ -159,12 +158,47 @@ def test_e2e_geometry_keeps_only_axial(tmp_path, monkeypatch, capsys):
 def test_corrupt_vendor_file_names_file(tmp_path):
     path = tmp_path / "broken.e2e"
     path.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(ValueError, match=r"broken\.e2e"):
+    with pytest.raises(ValueError, match=r"broken\.e2e: not a readable Heidelberg \.e2e file, "
+                                         r"or a damaged one \(StreamError: [^\n]*\)$"):
+        read_input(path)
+    garbage = tmp_path / "x.fds"  # oct-converter quoted the file's raw bytes
+    garbage.write_bytes(b"\x00\xff\x10garbage\x01\x02" * 50)
+    with pytest.raises(ValueError, match=r"x\.fds: not a readable Topcon \.fds file") as info:
+        read_input(garbage)
+    assert "<bytes>" in str(info.value) and "\\x" not in str(info.value)
+    assert len(str(info.value)) < len(str(garbage)) + 250
+
+
+def test_damaged_vol_header_names_only_the_bad_fields(tmp_path):
+    path = tmp_path / "eye.vol"
+    write_vol(path, [np.zeros((16, 16), np.float32)], 0.01, 0.1, 0.004)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<i", raw, 16, -3)  # n_bscans
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"eye\.vol: damaged \.vol header: n_bscans = -3 "
+                                         r"\(must be > 0\)$"):
+        read_input(path)
+
+
+def test_inputs_checked_by_kind_and_size(tmp_path):
+    (tmp_path / "scans").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"scans: is a folder; give the image or volume "
+                                                r"files in it"):  # was "input file not found"
+        read_input(tmp_path / "scans")
+    Image.fromarray(np.zeros((15, 40), np.uint8)).save(tmp_path / "thin.png")
+    with pytest.raises(ValueError, match=r"thin\.png: 15 x 40 B-scan is smaller than 16 x 16"):
+        read_input(tmp_path / "thin.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "ok.png")
+    assert read_input(tmp_path / "ok.png")[0].bscans[0].shape == (16, 16)
+    path = tmp_path / "thin.vol"
+    write_vol(path, [np.zeros((4, 64), np.float32)] * 2, 0.01, 0.1, 0.004)
+    with pytest.raises(ValueError, match=r"thin\.vol \(B-scan 0 of thin\): 4 x 64 B-scan is "
+                                         r"smaller than 16 x 16"):
         read_input(path)
 
 
 def test_images_and_unsupported(tmp_path):
-    img = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10
+    img = (np.arange(16 * 24) % 25 * 10).astype(np.uint8).reshape(16, 24)
     Image.fromarray(img).save(tmp_path / "b.png")
     (vol,) = read_input(tmp_path / "b.png")
     np.testing.assert_allclose(vol.bscans[0], img / 255.0, rtol=1e-6)
@@ -186,7 +220,6 @@ def test_to_unit_range():
     np.testing.assert_array_equal(to_unit_range(unit)[0], unit[0])
     wide = [np.array([[-2.0, 2.0]]), np.array([[0.0, 1.0]])]
     np.testing.assert_allclose(to_unit_range(wide)[1], [[0.5, 0.75]])
-    assert volumes.is_supported("a.E2E") and not volumes.is_supported("a.txt")
 
 
 # ------------------------------------------------------------------------- TIFF B-scan stacks
@@ -208,21 +241,21 @@ def _tiff_stack(path, pages, style):
 @pytest.mark.parametrize("style", ["shaped", "imagej", "appended"])
 def test_tiff_stack_one_bscan_per_page(tmp_path, style):
     rng = np.random.default_rng(2)
-    pages = rng.integers(0, 200, (4, 6, 10), dtype=np.uint8)
+    pages = rng.integers(0, 200, (4, 16, 20), dtype=np.uint8)
     (vol,) = read_input(_tiff_stack(tmp_path / "stack.tif", pages, style))
     assert vol.name == "stack" and len(vol.bscans) == 4
     assert vol.spacing == Spacing(source="none in file")
     want = pages.astype(np.float64) / 255.0  # as each page saved alone (read_image)
     for got, page in zip(vol.bscans, want):
-        assert got.dtype == np.float32 and got.shape == (6, 10)
+        assert got.dtype == np.float32 and got.shape == (16, 20)
         np.testing.assert_allclose(got, page, rtol=1e-6)
 
 
 def test_tiff_uint16_stack_scaled_as_single_images(tmp_path):
     """A page reads as the same B-scan saved alone: divided by 65535, not the stack max."""
-    pages = np.zeros((3, 4, 5), np.uint16)
+    pages = np.zeros((3, 16, 20), np.uint16)
     pages[0, 0, 0], pages[1, 1, 1], pages[2, 2, 2] = 1000, 4000, 250
-    pages[1, 0, :] = np.arange(5) * 800
+    pages[1, 0, :5] = np.arange(5) * 800
     (vol,) = read_input(_tiff_stack(tmp_path / "u16.tiff", pages, "shaped"))
     for got, page in zip(vol.bscans, pages):
         np.testing.assert_allclose(got, page / 65535.0, rtol=1e-6)
@@ -234,7 +267,7 @@ def test_single_page_tiff_unchanged(tmp_path):
 
     from oct_seg.data.readers import read_image
 
-    page = np.arange(20, dtype=np.uint16).reshape(4, 5) * 1000
+    page = np.arange(320, dtype=np.uint16).reshape(16, 20) * 200
     path = tmp_path / "one.tif"
     tifffile.imwrite(path, page, imagej=True, resolution=(100.0, 250.0),
                      metadata={"unit": "mm"})
@@ -251,10 +284,10 @@ def test_tiff_pages_of_different_shapes(tmp_path):
     import tifffile
 
     path = tmp_path / "odd.tif"
-    for k, shape in enumerate([(6, 10), (6, 10), (5, 10)]):
+    for k, shape in enumerate([(16, 20), (16, 20), (17, 20)]):
         tifffile.imwrite(path, np.ones(shape, np.uint8), photometric="minisblack",
                          append=k > 0, metadata=None)
-    with pytest.raises(ValueError, match=r"odd\.tif: page 2 .*\(5, 10\).*page 0 is \(6, 10\)"):
+    with pytest.raises(ValueError, match=r"odd\.tif: page 2 .*\(17, 20\).*page 0 is \(16, 20\)"):
         read_input(path)
 
 
@@ -266,7 +299,7 @@ def test_rgb_tiff_single_image_and_stack(tmp_path):
     import tifffile
 
     rng = np.random.default_rng(3)
-    rgb = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     (vol,) = read_input(tmp_path / "rgb.tif")
     assert len(vol.bscans) == 1
@@ -274,10 +307,10 @@ def test_rgb_tiff_single_image_and_stack(tmp_path):
     # a (3, H, W) array saved with tifffile's defaults is ONE planar RGB page, not 3 B-scans
     tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0))
     (vol,) = read_input(tmp_path / "planar.tif")
-    assert len(vol.bscans) == 1 and vol.bscans[0].shape == (6, 10)
+    assert len(vol.bscans) == 1 and vol.bscans[0].shape == (16, 20)
     np.testing.assert_allclose(vol.bscans[0], _luma(rgb.astype(np.float64)) / 255, rtol=1e-6)
     # an RGB stack: one grey B-scan per page, each as the page saved alone
-    stack = rng.integers(0, 180, (2, 6, 10, 3), dtype=np.uint8)
+    stack = rng.integers(0, 180, (2, 16, 20, 3), dtype=np.uint8)
     stack[1] = stack[1][..., :1]  # grey content stored as RGB: kept exactly
     tifffile.imwrite(tmp_path / "rgbs.tif", stack, photometric="rgb")
     (vol,) = read_input(tmp_path / "rgbs.tif")
@@ -289,7 +322,7 @@ def test_rgb_tiff_single_image_and_stack(tmp_path):
 def test_tiff_stack_spacing(tmp_path, kind):
     import tifffile
 
-    pages = np.ones((3, 4, 5), np.uint8)
+    pages = np.ones((3, 16, 20), np.uint8)
     path = tmp_path / "cal.tif"
     want = Spacing(0.0125, 0.004, 0.125, "imagej metadata")
     if kind == "imagej_mm":

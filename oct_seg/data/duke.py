@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from oct_seg.data.readers import DataError
+from oct_seg.data.readers import DataError, check_bscan_size
 from oct_seg.io import atomic_dir
 
 _SUBJECT_FILE = re.compile(r"(?:^|/)Subject_(\d+)\.mat$", re.IGNORECASE)
@@ -83,11 +83,46 @@ def _load_subject(label: str, opener, grader: int):
         raise DataError(f"{label}: 'images' has shape {images.shape}; expected (H, W, slices)")
     if fluid.shape != images.shape:
         raise DataError(f"{label}: {key!r} shape {fluid.shape} differs from 'images' shape {images.shape}")
+    check_bscan_size(images.shape, f"{label}: 'images'")
     if images.dtype != np.uint8:
-        if not (np.all(np.isfinite(images)) and images.min() >= 0 and images.max() <= 255):
-            raise DataError(f"{label}: 'images' must hold 8-bit values 0..255, got {images.dtype}")
-        images = np.round(images).astype(np.uint8)
-    return images, fluid.astype(np.float64)
+        images = _whole_8bit(images, label)
+    fluid = fluid.astype(np.float64)
+    _check_ids(fluid, label, key)
+    return images, fluid
+
+
+def _whole_8bit(images: np.ndarray, label: str) -> np.ndarray:
+    """Non-uint8 'images' as uint8 when they hold whole numbers 0..255; else DataError.
+
+    The release stores uint8. Float B-scans scaled to [0, 1] would round to a black PNG, so
+    they are refused rather than guessed at (rescaling is the user's choice to make)."""
+    values = images.astype(np.float64)
+    if not np.isfinite(values).all():
+        problem = "it holds NaN or inf"
+    else:
+        low, high = float(values.min()), float(values.max())
+        problem = None
+        if images.dtype.kind == "f" and high <= 1:
+            problem = (f"{images.dtype} values in [{low:g}, {high:g}] look scaled to [0, 1] "
+                       "and would give a black B-scan (multiply them by 255)")
+        elif low < 0 or high > 255 or np.any(values != np.round(values)):
+            problem = f"it holds {images.dtype} values in [{low:g}, {high:g}]"
+    if problem:
+        raise DataError(f"{label}: 'images' must hold 8-bit grey values (whole numbers "
+                        f"0..255); {problem}")
+    return images.astype(np.uint8)
+
+
+def _check_ids(fluid: np.ndarray, label: str, key: str) -> None:
+    """DataError for fluid ids that cannot be stored: +-inf (NaN marks an unannotated slice)
+    and ids above 65535, the largest a 16-bit instances/ PNG holds."""
+    if np.isinf(fluid).any():
+        raise DataError(f"{label}: {key!r} holds infinite values; expected NaN (slice not "
+                        "annotated), 0 (background) or a pocket id")
+    top = np.nanmax(fluid) if not np.isnan(fluid).all() else 0.0
+    if np.round(top) > np.iinfo(np.uint16).max:
+        raise DataError(f"{label}: {key!r} holds pocket id {top:g}; instances/ PNGs hold ids up "
+                        "to 65535")
 
 
 def convert_duke(source, out, grader: int = 1, overwrite: bool = False) -> Path:

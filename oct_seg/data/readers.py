@@ -19,16 +19,29 @@ Rules (all documented choices):
   whose values are not exactly {0, 255}/{0, 1} raises (lossy compression invents labels).
   Multi-class mode (``binary=False``) keeps the label values; with ``n_classes`` given, a value
   >= n_classes raises.
+* Size: a B-scan must be at least ``MIN_SIDE`` (16) pixels high and wide -- the one size
+  rule of every command, checked where B-scans enter (``check_bscan_size``: read_dataset
+  for train / evaluate, oct_seg.volumes.read_input for predict, oct_seg.data.duke for
+  data duke; read_image / read_mask themselves decode any size). A real B-scan has hundreds
+  of pixels each way; a smaller array is a wrong file or a wrong axis (a 2 x 100000 "image"
+  is a line profile), and 16 is the size step of the default 5-level networks, so a smaller
+  scan would be mostly padding. Above it any size goes: native mode pads to the network's
+  multiple, resize mode stretches to --image-size and back.
+* Pixel limit: Pillow refuses images of more than 2 x ``PIL.Image.MAX_IMAGE_PIXELS``
+  (~179 M) pixels as possible decompression bombs; set the environment variable
+  ``OCT_SEG_MAX_PIXELS`` to a larger pixel count to read a larger file you trust.
 * Folder scan: hidden files (``.DS_Store`` ...), ``Thumbs.db``, sub-folders and files that
   are not images (``README.txt`` ...) in images/ or masks/ are skipped with one warning.
   A mask with no image is skipped with a warning; an image with no mask raises.
-* Without index.csv every scan is its own subject (subject = name): patient-level splits
-  are then impossible, so provide index.csv for real data.
+* Without index.csv every scan is its own subject (subject = name), with a warning:
+  folds split by subject are then not patient-wise, so provide index.csv for real data.
 * read_dataset adds a ``fluid_fraction`` column (mean of the binary mask) when index.csv has none.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -36,6 +49,9 @@ import numpy as np
 import pandas as pd
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+INDEX_FILE = "index.csv"
+MIN_SIDE = 16
+MAX_PIXELS_ENV = "OCT_SEG_MAX_PIXELS"
 _LUMA_601 = np.array([0.299, 0.587, 0.114])
 
 
@@ -87,13 +103,20 @@ def _load_raw(path: Path) -> np.ndarray:
         else:
             from PIL import Image
 
-            with Image.open(path) as img:
+            with _pixel_limit(), Image.open(path) as img:
                 img.load()
                 if img.mode == "P":
                     img = img.convert("RGBA" if "transparency" in img.info else "RGB")
                 arr = np.asarray(img)
+    except DataError:
+        raise
     except Exception as err:  # decoder errors come in many types
-        raise DataError(f"{path}: corrupt or truncated image file ({type(err).__name__}: {err})") from err
+        from PIL import Image
+
+        if isinstance(err, Image.DecompressionBombError):
+            raise DataError(_too_many_pixels(path)) from None
+        raise DataError(f"{path}: not a readable image (corrupt, truncated or not an image; "
+                        f"{type(err).__name__}: {err})") from err
     if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         arr = arr.astype(np.uint16)  # 16-bit grey PNG opened in Pillow's 32-bit 'I' mode
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
@@ -112,9 +135,51 @@ def _load_raw(path: Path) -> np.ndarray:
             f"{path}: unexpected array shape {arr.shape}; expected one grey B-scan (H, W) "
             "or (H, W, C) with C in 1 (grey), 2 (grey+alpha), 3 (RGB), 4 (RGBA)"
         )
-    if arr.shape[0] < 2 or arr.shape[1] < 2:
-        raise DataError(f"{path}: image of shape {arr.shape} is too small")
     return arr
+
+
+def check_bscan_size(shape, where) -> None:
+    """DataError naming ``where`` when a B-scan of ``shape`` (H, W, ...) is smaller than
+    MIN_SIDE in height or width (the rule in the module docstring)."""
+    h, w = (int(n) for n in tuple(shape)[:2])
+    if min(h, w) < MIN_SIDE:
+        raise DataError(f"{where}: {h} x {w} B-scan is smaller than {MIN_SIDE} x {MIN_SIDE} "
+                        "pixels, the smallest size oct_seg accepts (wrong file or axis?)")
+
+
+@contextlib.contextmanager
+def _pixel_limit():
+    """Pillow's decompression-bomb limit, raised to OCT_SEG_MAX_PIXELS when that is set."""
+    from PIL import Image
+
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        yield
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise DataError(f"{MAX_PIXELS_ENV}={value!r}: give a positive pixel count")
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max(saved or 0, int(value))
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _too_many_pixels(path) -> str:
+    """The message for an image Pillow refuses as a possible decompression bomb."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as img:  # reads the header only
+            w, h = img.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    limit = 2 * int(saved) if saved else 0
+    return (f"{path}: {h} x {w} image ({h * w:,} pixels) exceeds the pixel limit of "
+            f"{limit:,} that guards against decompression bombs; if you trust the file, set "
+            f"the environment variable {MAX_PIXELS_ENV}={h * w} and rerun")
 
 
 def read_image(path) -> np.ndarray:
@@ -190,12 +255,26 @@ def _list_images(folder: Path) -> dict:
     return found
 
 
-def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> ScanSet:
-    """Read DATASET/images, DATASET/masks and optional index.csv into a ScanSet (sorted by name)."""
+def check_data_folder(folder) -> Path:
+    """The folder as a Path when it has the layout of a data folder (images/ and masks/),
+    else DataError saying exactly what is missing; reads no image."""
     folder = Path(folder)
+    layout = (f"a data folder holds images/ and masks/ with the same file names (and "
+              f"optionally {INDEX_FILE})")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: data folder not found" if not folder.exists()
+                        else f"{folder}: is a file, not a data folder")
+    if not any(folder.iterdir()):
+        raise DataError(f"{folder}: empty folder; {layout}")
     for sub in ("images", "masks"):
         if not (folder / sub).is_dir():
-            raise DataError(f"{folder}: no {sub}/ sub-folder; a dataset is a folder with images/ and masks/")
+            raise DataError(f"{folder}: no {sub}/ sub-folder; {layout}")
+    return folder
+
+
+def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> ScanSet:
+    """Read DATASET/images, DATASET/masks and optional index.csv into a ScanSet (sorted by name)."""
+    folder = check_data_folder(folder)
     images = _list_images(folder / "images")
     masks = _list_images(folder / "masks")
     if not images:
@@ -208,10 +287,11 @@ def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> S
         warnings.warn(f"{folder / 'masks'}: skipped {len(orphans)} masks without an image: {orphans[:10]}",
                       stacklevel=2)
     names = sorted(images)
-    index = _read_index(folder / "index.csv", names)
+    index = _read_index(folder / INDEX_FILE, names)
     imgs, msks = [], []
     for name in names:
         img = read_image(images[name])
+        check_bscan_size(img.shape, images[name])
         msk = read_mask(masks[name], binary=binary, n_classes=n_classes)
         if img.shape != msk.shape:
             raise DataError(f"{masks[name]}: mask shape {msk.shape} differs from image "
@@ -225,6 +305,9 @@ def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> S
 
 def _read_index(path: Path, names: list) -> pd.DataFrame:
     if not path.is_file():
+        warnings.warn(f"{path.parent}: no {INDEX_FILE}, so every scan is its own subject and "
+                      "folds are not split by patient; add index.csv (columns name, subject) "
+                      "for patient-wise folds", stacklevel=3)
         return pd.DataFrame({"name": names, "subject": names})
     try:
         index = pd.read_csv(path, dtype={"name": str})
