@@ -53,6 +53,33 @@ def test_config_json_round_trip_and_errors():
         TrainConfig(image_size=(32, 32, 1))
     with pytest.raises(ValueError, match="unknown training options"):
         train("x", "y", epoch=3)
+    with pytest.raises(ValueError, match=r"^learning_rate must be > 0, got -1$"):
+        TrainConfig(learning_rate=-1)  # blamed noise_std too
+    with pytest.raises(ValueError, match=r"^unknown loss 'bogus'; choose one of \["):
+        TrainConfig(loss="bogus")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"loss_kwargs": {"nope": 1}},
+     r"loss_kwargs of 'combined': unknown argument\(s\) \['nope'\]; valid: \[.*'smooth'"),
+    ({"loss_kwargs": {"smooth": -1}},
+     r"loss 'combined' with loss_kwargs \{'smooth': -1\}: smooth must be a finite number > 0"),
+    ({"model_kwargs": {"filter_num": [4, 8], "nope": 1}},
+     r"model_kwargs of 'unet': unknown argument\(s\) \['nope'\]; valid: \[.*'filter_num'"),
+    ({"model_kwargs": {"filter_num": "abc"}},
+     r"model 'unet' with model_kwargs \{'filter_num': 'abc'\}: filter_num must be a list"),
+    ({"model_kwargs": {"filter_num": [4, 8], "n_labels": 2}},
+     r"\['n_labels'\] are set by training"),
+    ({"image_size": (33, 32)}, r"image_size 33 x 32: model 'unet' .* divisible by 2"),
+    ({"image_size": None, "patch_size": (16, 30), "model_kwargs": {"filter_num": [4, 8, 16]}},
+     r"patch_size 16 x 30: model 'unet' .* divisible by 4 \(e.g. 16 x 28\)"),
+])
+def test_bad_options_fail_before_the_run_folder(phantoms, tmp_path, bad, message):
+    """They failed after config.json, splits.json and fold_0/ were written, and the corrected
+    call was then refused as "a different configuration"."""
+    with pytest.raises(ValueError, match=message):
+        train(phantoms, tmp_path / "run", verbose=0, **{**TINY, **bad})
+    assert not (tmp_path / "run").exists()
 
 
 def test_run_dir_contents(cv_run, phantoms):

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 
 import numpy as np
 
-from oct_seg.models.registry import MODELS, PRESETS
+from oct_seg.inference import input_requirements
+from oct_seg.losses import LOSSES, get_loss
+from oct_seg.models.registry import MODELS, PRESETS, build_model
 from oct_seg.precision import check_precision
 
 # fields that may change between calls on one run dir (which folds to run); every other field
@@ -99,10 +102,14 @@ class TrainConfig:
         if self.model not in MODELS and self.model not in PRESETS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)} "
                              f"or a preset {sorted(PRESETS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
         if not 0.0 < float(self.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if float(self.noise_std) < 0 or float(self.learning_rate) <= 0:
-            raise ValueError("noise_std must be >= 0 and learning_rate > 0")
+        if not float(self.learning_rate) > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not float(self.noise_std) >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std!r}")
         if self.folds is not None:
             folds = sorted({int(k) for k in np.atleast_1d(self.folds)})
             if not folds or folds[0] < 0 or folds[-1] >= self.n_folds:
@@ -154,3 +161,65 @@ def check_field_names(names, what: str) -> None:
 def identity(config: dict) -> dict:
     """The fields of a TrainConfig dict that must match to resume a run."""
     return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+
+
+def check_buildable(config: TrainConfig) -> None:
+    """ValueError unless the configured loss and network can be built and the network takes
+    the training size: checked before a run writes anything, so that a bad argument fails
+    before config.json is written (which would make the corrected command "a different
+    configuration").
+
+    Argument names are checked against the signatures (the message lists the valid ones);
+    their values by building the loss and the network once, as training will (the recipe's
+    kwargs with the user's on top; the build is symbolic, ~1 s, no pixel is computed); the
+    training size (patch_size in native mode, image_size in resize mode) against the size
+    rule the built network states (oct_seg.inference.input_requirements).
+    """
+    from oct_seg.training import recipe
+
+    model, kwargs = config.model, recipe.network_kwargs(config.model, config.model_kwargs)
+    builder = MODELS[PRESETS[model][0] if model in PRESETS else model]
+    _check_names(builder, config.model_kwargs, f"model_kwargs of {model!r}",
+                 reserved=("input_size", "n_labels"))
+    _check_names(LOSSES[config.loss], config.loss_kwargs, f"loss_kwargs of {config.loss!r}")
+    try:
+        get_loss(config.loss, **recipe.loss_kwargs(config.loss, config.loss_kwargs))
+    except Exception as err:  # a loss argument of the wrong type fails in many ways
+        raise ValueError(f"loss {config.loss!r} with loss_kwargs {config.loss_kwargs}: "
+                         f"{_first_line(err)}") from err
+    try:
+        net = build_model(model, input_size=(None, None, 1), n_labels=1, **kwargs)
+    except Exception as err:  # builders fail in many ways on a bad argument
+        raise ValueError(f"model {model!r} with model_kwargs {config.model_kwargs}: "
+                         f"{_first_line(err)}") from err
+    what, (h, w) = (("patch_size", config.patch_size) if config.native
+                    else ("image_size", config.image_size))
+    multiple, fixed = input_requirements(net)
+    if fixed is not None and (h, w) != tuple(fixed):
+        raise ValueError(f"{what} {h} x {w}: model {model!r} takes only {fixed[0]} x "
+                         f"{fixed[1]} inputs")
+    if h % multiple or w % multiple:
+        raise ValueError(f"{what} {h} x {w}: model {model!r} with these model_kwargs needs "
+                         f"height and width divisible by {multiple} (e.g. "
+                         f"{max(multiple, h // multiple * multiple)} x "
+                         f"{max(multiple, w // multiple * multiple)}), or fewer levels")
+
+
+def _check_names(fn, kwargs: dict, what: str, reserved=()) -> None:
+    """ValueError naming the keys of ``kwargs`` that ``fn`` does not take (or that training
+    sets itself: ``reserved``)."""
+    taken = sorted(set(kwargs) & set(reserved))
+    if taken:
+        raise ValueError(f"{what}: {taken} are set by training, not by kwargs")
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return  # takes any name: the build below judges
+    valid = sorted(set(params) - set(reserved))
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"{what}: unknown argument(s) {unknown}; valid: {valid}")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__

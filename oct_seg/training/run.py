@@ -31,7 +31,7 @@ from oct_seg.io import write_csv
 from oct_seg.metrics import SCORE_NAMES, summarize_scores
 from oct_seg.plots import plot_curves
 from oct_seg.rundir import RunDir
-from oct_seg.training.config import TrainConfig, check_field_names, identity
+from oct_seg.training.config import TrainConfig, check_buildable, check_field_names, identity
 from oct_seg.training.fold import run_fold, verbosity
 
 
@@ -120,8 +120,7 @@ def _run(data_dir, run_dir, config: TrainConfig, overwrite, strategy, verbose) -
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     data_dir, run = Path(data_dir).resolve(), RunDir(Path(run_dir).resolve())
-    if not data_dir.is_dir():
-        raise ValueError(f"data folder {data_dir} does not exist")
+    check_buildable(config)  # before reading data or writing anything
     strategy = strategy if strategy is not None else distribute.get_strategy()
     chief = distribute.is_chief()
     verbose = verbosity(verbose)
