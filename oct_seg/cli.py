@@ -74,20 +74,19 @@ def _json_arg(text, flag):
 
 
 def _check_data_dir(path: Path):
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: data folder not found")
-    if not (path / "index.csv").is_file():
-        raise FileNotFoundError(f"{path}: not a data folder (no index.csv); create one with "
-                                "`oct-seg data duke` or use phantoms via `oct-seg demo`")
+    """Fail before the slow work (models, training) on a folder that is not a data folder."""
+    from oct_seg.data.readers import check_data_folder
+
+    check_data_folder(path)
 
 
 # ----------------------------------------------------------------------------------------- train
 def _add_train(sub):
     p = _add(sub, "train", "train a model (cross-validation or one final model)", """
-        Train a segmentation network on a data folder (images/, masks/, index.csv, e.g. from
-        `oct-seg data duke`). With --folds K > 1 runs subject-wise K-fold cross-validation
-        (all folds, or only --fold I); with --folds 1 trains one deployment model on every
-        subject. The defaults are the recipe of oct_seg.training.recipe (native-resolution
+        Train a segmentation network on a data folder (images/, masks/, optional index.csv,
+        e.g. from `oct-seg data duke`). With --folds K > 1 runs subject-wise K-fold
+        cross-validation (all folds, or only --fold I); with --folds 1 trains one deployment
+        model on every subject. The defaults are the recipe of oct_seg.training.recipe (native-resolution
         patches, batch norm, batch Dice + weighted BCE, the last epoch of a cosine schedule).
         The run folder holds config.json, per-fold models, training curves and metrics;
         rerunning the same command resumes it.""",
@@ -98,7 +97,7 @@ def _add_train(sub):
           oct-seg train --data data/duke --model transunet --loss focal_tversky --out runs/tu
           oct-seg train --data data/duke --image-size 512 512 ...   (the paper's resizing)
           oct-seg train ... --devices cpu:2        (MirroredStrategy over 2 logical CPUs)""")
-    p.add_argument("--data", required=True, type=Path, help="data folder (index.csv, images/, masks/)")
+    p.add_argument("--data", required=True, type=Path, help="data folder (images/, masks/, optional index.csv)")
     p.add_argument("--model", default="unet", choices=names.MODEL_NAMES + names.PRESET_NAMES,
                    metavar="MODEL", help="network or preset: %(choices)s")
     p.add_argument("--loss", default="combined", choices=names.LOSS_NAMES, metavar="LOSS",
@@ -203,7 +202,7 @@ def _add_evaluate(sub):
           oct-seg evaluate --model runs/unet_cv --tta --data new_patients --out scores.csv""")
     p.add_argument("--model", required=True, type=Path,
                    help=".keras file, SavedModel folder or training run folder (ensemble)")
-    p.add_argument("--data", required=True, type=Path, help="data folder (index.csv, images/, masks/)")
+    p.add_argument("--data", required=True, type=Path, help="data folder (images/, masks/, optional index.csv)")
     p.add_argument("--noise-std", type=float, default=0.0,
                    help="std of Gaussian noise added to the [0, 1] images")
     p.add_argument("--image-size", type=int, nargs="+", metavar="N",
@@ -226,11 +225,11 @@ def _evaluate(args):
     from oct_seg.loading import load_models
     from oct_seg.metrics import summarize_scores
 
-    _check_data_dir(args.data)
     if args.noise_std < 0:
         raise ValueError(f"--noise-std must be >= 0, got {args.noise_std}")
     if args.out is not None:
         check_file_target(args.out)
+    _check_data_dir(args.data)
     models = load_models(args.model)
     scans = read_dataset(args.data)
     if args.image_size:
@@ -451,24 +450,49 @@ def _interrupt_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def main(argv=None) -> int:
-    """Run the `oct-seg` command line; returns the exit status (0 = success)."""
-    from oct_seg._tf_import import import_tensorflow_quietly
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """While running a command, print each warning as one `oct-seg COMMAND: warning: ...`
+    line (Python's default adds the file, line number and the source line that raised it,
+    which mean nothing to a user of the command)."""
+    import warnings
 
-    args = build_parser().parse_args(argv)
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"oct-seg {command}: warning: {' '.join(str(message).split())}",
+              file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def main(argv=None) -> int:
+    """Run the `oct-seg` command line; returns the exit status (0 = success).
+
+    Ctrl-C at any point from here on ends with one line and status 130, also while the
+    command line is parsed (argparse's own exit for --help / usage errors passes through).
+    Before this function runs, Python itself is starting (site packages, ~30 ms): an
+    interrupt there is Python's, not ours.
+    """
+    args = None
     try:
-        with _interrupt_on_sigterm():
+        args = build_parser().parse_args(argv)
+        command = " ".join(filter(None, (args.command, getattr(args, "dataset", None))))
+        from oct_seg._tf_import import import_tensorflow_quietly
+
+        with _interrupt_on_sigterm(), _one_line_warnings(command):
             import_tensorflow_quietly()  # every command needs it; its notices are not ours
             return args.func(args)
     except KeyboardInterrupt:
-        print("oct-seg: interrupted; no partial output was kept", file=sys.stderr)
+        resume = ("rerun the same command to resume" if getattr(args, "command", "") == "train"
+                  else "no partial output was kept")  # train keeps its resumable run folder
+        print(f"oct-seg: interrupted; {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # one clear line for the user; --debug for the traceback
-        if args.debug:
+        if args is None or args.debug:
             raise
-        print(f"oct-seg {args.command}: error: {_message(err)}", file=sys.stderr)
+        print(f"oct-seg {command}: error: {_message(err)}", file=sys.stderr)
         return EXIT_ERROR
-
 
 if __name__ == "__main__":
     sys.exit(main())

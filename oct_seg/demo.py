@@ -100,7 +100,7 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
              verbose=True) -> dict:
     """Train, evaluate and export the demo TransUNet into run folder `out`.
 
-    data: labelled data folder (images/, masks/, index.csv) or None for synthetic phantoms.
+    data: labelled data folder (images/, masks/, optional index.csv) or None for synthetic phantoms.
     minutes: training time budget (default from SETTINGS). Returns {name: Path} of the
     outputs plus "summary" (DataFrame) and "seconds" (wall time).
     """

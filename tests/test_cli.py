@@ -182,8 +182,15 @@ def test_train_command(tmp_path, capsys):
                 "1", "--batch-size", "2", "--image-size", "32", "--model-kwargs", kwargs,
                 "--out", str(tmp_path / out), *extra]
 
-    assert main(argv("run", "--folds", "1", "--devices", "cpu:2", "--bn-momentum", "0.9",
-                     "--precision", "mixed_bfloat16")) == 0  # MirroredStrategy, bf16
+    good = ("--folds", "1", "--devices", "cpu:2", "--bn-momentum", "0.9", "--precision",
+            "mixed_bfloat16")  # MirroredStrategy, bf16
+    # a bad option fails before anything is written, so the corrected command is not refused
+    # as "a different configuration" of a half-made run
+    _fails(capsys, argv("run", *good, kwargs='{"filter_num": [4, 8], "nope": 1}'),
+           "model_kwargs of 'unet': unknown argument(s) ['nope']")
+    _fails(capsys, argv("run", *good, "--image-size", "33", "32"), "image_size 33 x 32")
+    assert not (tmp_path / "run").exists()
+    assert main(argv("run", *good)) == 0
     run = tmp_path / "run"
     assert (run / "config.json").is_file() and (run / "final" / "model.keras").is_file()
     config = json.loads((run / "config.json").read_text())["config"]
@@ -234,7 +241,8 @@ def test_bad_inputs_to_predict(tmp_path, tiny_model, capsys):
     _fails(capsys, base + [str(tmp_path / "notes.txt")], "notes.txt", "unsupported input type")
     _fails(capsys, base + [str(tmp_path / "ok.png"), str(tmp_path / "fake.png")], "fake.png",
            "not a readable image")
-    _fails(capsys, base + [str(tmp_path / "tiny.png")], "tiny.png", "smaller than this network")
+    _fails(capsys, base + [str(tmp_path / "tiny.png")], "tiny.png: 6 x 40 B-scan is smaller "
+           "than 16 x 16 pixels")
     _fails(capsys, base + [str(tmp_path / "gone.png")], "gone.png", "not found")
     assert not (tmp_path / "o").exists() and _leftovers(tmp_path) == []
 
@@ -243,12 +251,18 @@ def test_unwritable_output(tmp_path, tiny_model, capsys):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "ok.png")
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    _fails(capsys, ["predict", "--model", str(tiny_model), str(tmp_path / "ok.png"), "--out",
-                    str(blocker / "out")], "file", "cannot write the output folder")
+    # a file where a folder of --out should be: named as such (was "File exists" / "folder
+    # does not exist")
+    for argv in (["predict", "--model", str(tiny_model), str(tmp_path / "ok.png"), "--out",
+                  str(blocker / "out")],
+                 ["export", "--model", str(tiny_model), "--out", str(blocker / "out")],
+                 ["evaluate", "--model", str(tiny_model), "--data", str(tmp_path), "--out",
+                  str(blocker / "x.csv")]):
+        _fails(capsys, argv, f"{blocker} is a file, not a folder")
     _fails(capsys, ["export", "--model", str(tiny_model), "--out", str(blocker)],
            "file", "not a folder")
     _fails(capsys, ["evaluate", "--model", str(tiny_model), "--data", str(tmp_path), "--out",
-                    str(tmp_path)], "no index.csv")
+                    str(tmp_path)], "is a folder; give a file name")
     if os.geteuid() != 0:  # root ignores permission bits
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -277,6 +291,56 @@ def test_missing_data_folder(tmp_path, tiny_model, capsys):
     assert sorted(os.listdir(tmp_path)) == []
 
 
+def test_data_folder_layout_messages_and_optional_index(tmp_path, tiny_model, capsys):
+    """README: index.csv is optional; train and evaluate refused a folder without it, and an
+    empty folder or one without images/ got the index.csv message."""
+    from oct_seg.data.phantom import write_phantom_dataset
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    evaluate = ["evaluate", "--model", str(tiny_model), "--data"]
+    _fails(capsys, evaluate + [str(empty)], f"{empty}: empty folder; a data folder holds "
+                                            "images/ and masks/")
+    (empty / "masks").mkdir()
+    _fails(capsys, evaluate + [str(empty)], f"{empty}: no images/ sub-folder")
+    data = write_phantom_dataset(tmp_path / "data", n_subjects=2, per_subject=2, height=32,
+                                 width=32, seed=0)
+    (data / "index.csv").unlink()
+    mask = data / "masks" / "phantom01_scan00.png"
+    labels = (np.asarray(Image.open(mask)) > 0).astype(np.uint8) * 3
+    labels[0, 0] = 3  # an instance id, not 255: binarised with a warning
+    Image.fromarray(labels).save(mask)
+    assert main(evaluate + [str(data)]) == 0
+    out, err = capsys.readouterr()
+    assert "phantom02_scan01" in out  # every scan scored, each its own subject
+    # warnings: one line each, no Python source line under them
+    assert set(err.strip().splitlines()) == {
+        f"oct-seg evaluate: warning: {data / 'masks' / 'phantom01_scan00.png'}: mask values "
+        "[0, 3] are not {0,1} or {0,255}; binarising (any non-zero = fluid)",
+        f"oct-seg evaluate: warning: {data}: no index.csv, so every scan is its own subject "
+        "and folds are not split by patient; add index.csv (columns name, subject) for "
+        "patient-wise folds"}
+
+
+def test_ctrl_c_is_one_line_from_parsing_on(monkeypatch, capsys):
+    """Ctrl-C while the command line was read printed a traceback; train's run folder is
+    kept (resumable), so its message says how to go on."""
+    import oct_seg.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(oct_seg.cli, "_add_demo", interrupted)  # inside build_parser
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "oct-seg: interrupted; no partial output was kept\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(oct_seg.cli, "_train", interrupted)
+    assert main(["train", "--data", "d", "--out", "r"]) == 130
+    assert capsys.readouterr().err == "oct-seg: interrupted; rerun the same command to resume\n"
+
+
 def test_debug_shows_traceback(tmp_path, tiny_model):
-    with pytest.raises(FileNotFoundError):
+    from oct_seg.data.readers import DataError
+
+    with pytest.raises(DataError, match="data folder not found"):
         main(["--debug", "evaluate", "--model", str(tiny_model), "--data", str(tmp_path / "x")])
