@@ -24,7 +24,7 @@ import numpy as np
 
 from oct_seg._version import __version__
 from oct_seg.io import atomic_dir
-from oct_seg.loading import EXPORT_INFO, load_model
+from oct_seg.loading import EXPORT_INFO, load_model, ordered_outputs
 
 FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx", "litert": "litert"}
 ARTIFACT = {"savedmodel": None, "onnx": "model.onnx", "litert": "model.tflite"}
@@ -144,34 +144,46 @@ def _replace_erfc(path: Path):
 def _saved_model_runner(folder: Path):
     import keras
 
-    layer = keras.layers.TFSMLayer(str(folder), call_endpoint="serve")
-    return lambda x: keras.ops.convert_to_numpy(layer(x))
+    return keras.layers.TFSMLayer(str(folder), call_endpoint="serve")
 
 
 def _onnx_runner(path: Path):
-    """onnxruntime session as a function, or None when onnxruntime is not installed."""
+    """onnxruntime session as a function (all graph outputs, in order), or None when
+    onnxruntime is not installed."""
     try:
         import onnxruntime
     except ImportError:
         return None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[-1]
+    return lambda x: session.run(None, {name: x})
 
 
 def verify_export(model, info: dict, run, what: str):
-    """Compare the exported artifact with the Keras model on a random probe batch."""
+    """Compare every output of the exported artifact with the Keras model's on a random
+    probe batch: the same number of outputs, each of the same shape (no broadcasting), and
+    values within TOLERANCE. Outputs are compared one by one (loading.ordered_outputs):
+    np.asarray over the list of a multi-output model stacked the deep-supervision heads on
+    the Keras side while the ONNX side kept only the last, so such models never exported."""
     import keras
 
     if run is None:
         return
     probe = probe_input(info)
-    want = keras.ops.convert_to_numpy(model(probe, training=False))
-    got = np.asarray(run(probe))
-    if got.shape != want.shape:  # no broadcasting: a wrong output shape is a broken export
-        raise ValueError(f"exported {what} returns shape {got.shape}, the Keras model "
-                         f"{want.shape}")
-    diff = float(np.max(np.abs(got - want)))
-    if not diff < TOLERANCE:
-        raise ValueError(f"exported {what} differs from the Keras model by {diff:.3g} "
-                         f"(tolerance {TOLERANCE})")
+
+    def arrays(outputs):
+        return [np.asarray(keras.ops.convert_to_numpy(o)) for o in ordered_outputs(outputs)]
+
+    want, got = arrays(model(probe, training=False)), arrays(run(probe))
+    if len(got) != len(want):
+        raise ValueError(f"exported {what} returns {len(got)} outputs, the Keras model "
+                         f"{len(want)}")
+    for k, (g, w) in enumerate(zip(got, want)):
+        which = f" (output {k})" if len(want) > 1 else ""
+        if g.shape != w.shape:  # no broadcasting: a wrong output shape is a broken export
+            raise ValueError(f"exported {what} returns shape {g.shape}{which}, the Keras model "
+                             f"{w.shape}")
+        diff = float(np.max(np.abs(g - w)))
+        if not diff < TOLERANCE:
+            raise ValueError(f"exported {what} differs from the Keras model by {diff:.3g}"
+                             f"{which} (tolerance {TOLERANCE})")

@@ -104,7 +104,18 @@ def _wrap_saved_model(path: Path):
     inputs = keras.Input(shape)
     checked = SizeCheck(multiple=int(info.get("multiple", 1)), fixed_size=fixed,
                         context=f"exported model {path.name}")(inputs)
-    outputs = core(checked)
-    if isinstance(outputs, dict):  # {"output_0": ..., "output_K": ...}: the last is final
-        outputs = outputs[max(outputs, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+    outputs = ordered_outputs(core(checked))[-1]  # the last output is the final one
     return keras.Model(inputs, outputs, name=f"savedmodel_{path.name}")
+
+
+def ordered_outputs(outputs) -> list:
+    """A model's or an exported graph's outputs as a list in output order: a list / tuple
+    as it is, a SavedModel signature's dict {"output_0": ..., "output_K": ...} by index, a
+    single tensor as [it]. Compare outputs through this, never through np.asarray of the
+    whole: over a list it adds a leading axis ((1, 1, H, W, 1) for one output of a batch of
+    one) and stacks the heads of a deep-supervision model."""
+    if isinstance(outputs, dict):
+        return [outputs[k] for k in sorted(outputs, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+    if isinstance(outputs, (list, tuple)):
+        return list(outputs)
+    return [outputs]

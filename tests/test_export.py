@@ -12,6 +12,7 @@ from PIL import Image
 from oct_seg.export import export_model, probe_input
 from oct_seg.models.transunet import build_transunet
 from oct_seg.models.unet import build_unet
+from oct_seg.models.unet3plus import build_unet3plus
 from oct_seg.loading import load_model
 from oct_seg.predict import predict_files
 
@@ -131,9 +132,11 @@ def test_export_errors(any_size_unet, tmp_path, monkeypatch):
 
 
 def test_verify_rejects_a_wrong_output_shape(any_size_unet):
-    """The check after export compares shapes first: (1, N, H, W, 1) from an exported graph
-    would broadcast against the Keras (N, H, W, 1) and pass a value-only comparison (a CI run
-    once got a (1, 1, 16, 24, 1) ONNX output; see test_onnx_export)."""
+    """The check after export compares shapes first: (1, N, H, W, 1) would broadcast against
+    the Keras (N, H, W, 1) and pass a value-only comparison. A CI run once got a
+    (1, 1, 16, 24, 1) "ONNX output": np.asarray over the list that onnxruntime's run(None)
+    returns (one array per graph output) adds that leading axis; the graph itself gave
+    (N, H, W, 1) in every case tried (issue 13)."""
     from oct_seg.export import export_info, verify_export
 
     info = export_info(any_size_unet)
@@ -144,3 +147,25 @@ def test_verify_rejects_a_wrong_output_shape(any_size_unet):
     verify_export(any_size_unet, info, keras_run, "probe")  # same model: passes
     with pytest.raises(ValueError, match=r"returns shape \(1, 2, 64, 64, 1\), the Keras model"):
         verify_export(any_size_unet, info, lambda x: keras_run(x)[None], "probe")
+    with pytest.raises(ValueError, match=r"returns 2 outputs, the Keras model 1"):
+        verify_export(any_size_unet, info, lambda x: [keras_run(x)] * 2, "probe")
+
+
+def test_onnx_export_of_a_deep_supervision_model(tmp_path):
+    """Every output is compared: the check stacked the Keras heads into one (3, N, H, W, 1)
+    array against the last ONNX output only, so a deep-supervision model never exported."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    keras.utils.set_random_seed(2)
+    net = build_unet3plus(input_size=(None, None, 1), filter_num_down=[4, 8, 16],
+                          filter_num_skip=[4, 4], filter_num_aggregate=8,
+                          deep_supervision=True, name="u3_ds")
+    path = export_model(net, tmp_path / "onnx", format="onnx")
+    session = ort.InferenceSession(str(path))
+    x = np.random.default_rng(6).random((1, 16, 24, 1), dtype=np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: x})
+    want = [keras.ops.convert_to_numpy(y) for y in net(x)]
+    assert [g.shape for g in got] == [w.shape for w in want] == [(1, 16, 24, 1)] * 3
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+    assert np.asarray(got[-1:]).shape == (1, 1, 16, 24, 1)  # the shape of the issue
