@@ -113,18 +113,21 @@ def test_lossy_jpeg_mask_and_colour_mask_raise(tmp_path):
         read_mask(_png(tmp_path / "c.png", colour))
 
 
-def _dataset(root, n=3, shape=(16, 20)):
+def _dataset(root, n=3, shape=(16, 20), index=True):
     for i in range(n):
         img = RNG.integers(0, 256, shape, dtype=np.uint8)
         m = np.zeros(shape, np.uint8)
         m[i, :] = 255
         _png(root / "images" / f"s{i}.png", img)
         _png(root / "masks" / f"s{i}.png", m)
+    if index:
+        names = [f"s{i}" for i in range(n)]
+        pd.DataFrame({"name": names, "subject": names}).to_csv(root / "index.csv", index=False)
     return root
 
 
 def test_read_dataset_without_index_and_skips_junk(tmp_path):
-    root = _dataset(tmp_path / "d")
+    root = _dataset(tmp_path / "d", index=False)
     (root / "images" / ".DS_Store").write_bytes(b"\0\1")
     (root / "images" / "Thumbs.db").write_bytes(b"\0\1")
     (root / "images" / "README.txt").write_text("hello")
