@@ -76,6 +76,12 @@ class Spacing:
     bscan_mm: float | None = None
     source: str = ""
 
+    def known(self, axis: str) -> float | None:
+        """The spacing along `axis` ("lateral", "axial" or "bscan") in mm; None unless the
+        value is known (finite and > 0)."""
+        value = getattr(self, f"{axis}_mm")
+        return value if _known(value) else None
+
     @property
     def pixel_area_mm2(self) -> float | None:
         """Area of one B-scan pixel in mm^2 (lateral x axial), None when either is unknown."""
