@@ -51,7 +51,7 @@ def resolve_eye(file_eye, given=None) -> tuple[str | None, str]:
     """(laterality, where it came from): a given eye ("OD" / "OS") wins over the file's."""
     check_report_options(eye=given)
     if given is None:
-        return file_eye, "from the file" if file_eye else "unknown (give --eye OD|OS)"
+        return file_eye, "from the file" if file_eye else "not in the file; give --eye OD|OS"
     if file_eye and file_eye != given:
         return given, f"given (--eye; the file says {file_eye})"
     return given, "given (--eye)"
@@ -122,7 +122,7 @@ def draw_enface(ax, height, grid: EnfaceGrid, spacing: Spacing, laterality=None)
         reach = RADII_MM[-1] + 0.2
         ax.set_xlim(min(left, -reach), max(right, reach))
         ax.set_ylim(min(bottom, -reach), max(top, reach))
-    ax.set_aspect("equal")
+    ax.set_aspect("equal" if grid.unit == "mm" else "auto")  # true aspect needs the spacing
     right_side = {"OD": "nasal", "OS": "temporal"}.get(laterality, "eye unknown")
     unit = "mm" if grid.unit == "mm" else "A-scans"
     ax.set_ylabel(f"{'mm' if grid.unit == 'mm' else 'B-scans'}; up = superior")
@@ -197,7 +197,7 @@ def _draw_table(ax, table, placed: bool):
         star = " *" if row.partial else ""
         cells.append([row.region + star, area, volume, f"{100 * row.outside_fraction:.0f} %"])
     drawn = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="right",
-                     colLoc="right", colWidths=(0.3, 0.24, 0.26, 0.2))
+                     colLoc="right", colWidths=(0.25, 0.28, 0.27, 0.2))
     drawn.auto_set_font_size(False)
     drawn.set_fontsize(8)
     drawn.scale(1, 1.4)

@@ -81,7 +81,7 @@ def test_pixels_only_volume_still_gets_a_report(tmp_path, phantom):
 
 def test_resolve_eye():
     assert resolve_eye("OD") == ("OD", "from the file")
-    assert resolve_eye(None) == (None, "unknown (give --eye OD|OS)")
+    assert resolve_eye(None) == (None, "not in the file; give --eye OD|OS")
     assert resolve_eye(None, "OS") == ("OS", "given (--eye)")
     assert resolve_eye("OS", "OS") == ("OS", "given (--eye)")
     with pytest.raises(ValueError, match="OD, OS"):
