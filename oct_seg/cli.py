@@ -261,15 +261,21 @@ def _add_predict(sub):
           overlays/NAME.png    fluid in translucent cyan on the grey B-scan
           fluid_areas.csv      per B-scan: fluid pixels and mm^2
           fluid_volumes.csv    per volume: fluid mm^3 = sum(area mm^2) x B-scan spacing
+          reports/VOL_*        per volume of > 1 B-scan: one-page report (B-scan through
+                               the fovea, en-face fluid map, ETDRS table), en-face map as
+                               PNG and 16-bit TIFF, ETDRS sector table (mm^2, mm^3) as CSV
         mm values need the pixel spacing: .vol (ScaleX, ScaleZ, Distance), .fds/.fda
         (PARAM_SCAN) and TIFF stacks with ImageJ / OME calibration give it; .e2e (axial
-        only), .img and images do not: pass --spacing.""",
+        only), .img and images do not: pass --spacing. The fovea is found from the images
+        (deepest point of the foveal pit) unless --fovea gives it; the eye (nasal side of
+        the grid) comes from the file (.vol, .e2e, .fds/.fda, Zeiss file names) or --eye.""",
         """
         examples:
           oct-seg predict --model run/savedmodel scans/*.png --out predictions
           oct-seg predict --model model.keras patient1.vol --out p1 --threshold 0.4
           oct-seg predict --model model.keras cube.img --img-shape 1024 200 \\
-                          --spacing 0.03 0.00195 0.03 --out p2""")
+                          --spacing 0.03 0.00195 0.03 --eye OS --out p2
+          oct-seg predict --model model.keras patient1.vol --fovea 24 250 --out p1b""")
     p.add_argument("--model", required=True, type=Path,
                    help=".keras file, SavedModel folder or training run folder (its fold "
                         "models averaged)")
@@ -290,6 +296,14 @@ def _add_predict(sub):
                         "default: the model's own")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average with the mirrored B-scan (2x time)")
+    p.add_argument("--fovea", type=int, nargs=2, metavar=("B-SCAN", "COLUMN"),
+                   help="fovea of the (one) input volume: B-scan index and A-scan column, "
+                        "from 0; default: found from the images")
+    p.add_argument("--eye", choices=names.EYES,
+                   help="right (OD) or left (OS) eye, overriding the file's; default: the "
+                        "file's, else nasal / temporal are left unnamed")
+    p.add_argument("--report-format", choices=names.REPORT_FORMATS, default="png",
+                   help="format of the one-page volume reports")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
@@ -309,9 +323,11 @@ def _predict(args):
                           spacing=spacing, overwrite=args.overwrite,
                           img_shape=tuple(args.img_shape), progress=not args.no_progress,
                           batch_size=args.batch_size, precision=args.precision,
-                          tta=args.tta)
+                          tta=args.tta, fovea=args.fovea, eye=args.eye,
+                          report_format=args.report_format)
+    reports = ", volume reports" if (args.out / "reports").is_dir() else ""
     print(f"{len(areas)} B-scans from {len(args.inputs)} input(s): masks, overlays, "
-          f"fluid_areas.csv and fluid_volumes.csv in {args.out}")
+          f"fluid_areas.csv and fluid_volumes.csv{reports} in {args.out}")
     return 0
 
 

@@ -10,3 +10,6 @@ PRESET_NAMES = ("transunet_paper", "transunet_cpu")
 LOSS_NAMES = ("dice", "focal_tversky", "wbce", "tversky", "combined")
 EXPORT_FORMATS = ("savedmodel", "onnx", "litert")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# no registry behind these two: this is their home (oct_seg.etdrs, oct_seg.report use them)
+EYES = ("OD", "OS")               # right eye, left eye
+REPORT_FORMATS = ("png", "pdf")   # the one-page volume report

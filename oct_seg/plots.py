@@ -15,8 +15,10 @@ from oct_seg.io import atomic_write
 _PANELS = (("dice", "Dice"), ("jaccard", "Jaccard"), ("loss", "Loss"))
 
 
-def _save(fig: Figure, out_png) -> Path:
-    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+def save_figure(fig: Figure, path, format="png", dpi=120) -> Path:
+    """Write `fig` atomically as `format` ("png", "pdf", ...; dpi: pixels per inch of the
+    raster parts). Returns the path."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=format))
 
 
 def plot_curves(histories: dict, out_png=None) -> Figure:
@@ -43,7 +45,7 @@ def plot_curves(histories: dict, out_png=None) -> Figure:
     if histories:
         axes[-1].legend(fontsize="small", ncol=1 + len(histories) // 6)
     if out_png is not None:
-        _save(fig, out_png)
+        save_figure(fig, out_png)
     return fig
 
 
@@ -67,7 +69,7 @@ def plot_overlay(image, truth=None, pred=None, out_png=None, ax=None, title=None
         ax.set_title(title, fontsize="small")
     ax.set_axis_off()
     if fig is not None and out_png is not None:
-        _save(fig, out_png)
+        save_figure(fig, out_png)
     return ax
 
 
@@ -89,5 +91,5 @@ def plot_grid(images, truths=None, preds=None, titles=None, ncols=3, out_png=Non
                      None if preds is None else preds[i], ax=ax,
                      title=None if titles is None else titles[i])
     if out_png is not None:
-        _save(fig, out_png)
+        save_figure(fig, out_png)
     return fig

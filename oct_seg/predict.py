@@ -8,6 +8,9 @@ run leaves nothing behind):
     fluid_areas.csv       one row per B-scan: fluid_pixels, fluid_area_mm2 (when the lateral
                           and axial pixel spacing are known), spacing used and its source
     fluid_volumes.csv     one row per input volume: total pixels / mm^2 and fluid_volume_mm3
+    reports/VOLUME_*      for every volume of more than one B-scan, all of one size: the
+                          one-page report, en-face fluid map (PNG and 16-bit TIFF) and
+                          ETDRS table (oct_seg.report.write_volume_report)
 
 NAME is the input file's stem for images, STEM_bNNN for B-scan NNN of a volume (vendor files
 and multi-page TIFF stacks).
@@ -24,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oct_seg.fovea import Fovea
 from oct_seg.io import atomic_dir
 from oct_seg.loading import load_models
 from oct_seg.precision import check_precision, with_precision
+from oct_seg.report import check_report_options, write_volume_report
 from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, check_input, read_input
 
 OVERLAY_COLOURS = np.array([[0, 200, 255], [255, 80, 0], [80, 255, 0], [255, 0, 200]],
@@ -100,15 +105,16 @@ def volume_table(areas: pd.DataFrame) -> pd.DataFrame:
                                        "fluid_area_mm2", "bscan_mm", "fluid_volume_mm3"])
 
 
-def _bscan_names(volume: Volume, taken: set) -> list[str]:
+def _bscan_names(volume: Volume, taken: set) -> tuple[str, list[str]]:
+    """(volume name unique in the output, one name per B-scan)."""
     base, n = volume.name, 2
     while base in taken:  # same stem from two folders: name_2, name_3, ...
         base, n = f"{volume.name}_{n}", n + 1
     taken.add(base)
     if volume.path.suffix.lower() not in VOLUME_EXTENSIONS and len(volume.bscans) == 1:
-        return [base]
+        return base, [base]
     digits = max(3, len(str(len(volume.bscans) - 1)))
-    return [f"{base}_b{k:0{digits}d}" for k in range(len(volume.bscans))]
+    return base, [f"{base}_b{k:0{digits}d}" for k in range(len(volume.bscans))]
 
 
 def _save_png(array: np.ndarray, path: Path):
@@ -119,7 +125,8 @@ def _save_png(array: np.ndarray, path: Path):
 
 def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacing | None = None,
                   overwrite=False, img_shape=(1024, 512), progress=True,
-                  batch_size=4, precision=None, tta=False) -> pd.DataFrame:
+                  batch_size=4, precision=None, tta=False, fovea=None, eye=None,
+                  report_format="png") -> pd.DataFrame:
     """Segment every B-scan of `inputs` (image or volume files) and write the output folder.
 
     model_or_path: keras.Model, list of models (an ensemble: probabilities averaged), .keras
@@ -128,7 +135,9 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
     time; oct_seg.inference.predict_image). spacing: optional
     user-given geometry overriding / completing the file's. batch_size: B-scans per model
     call (same-size B-scans of one volume). precision: None (the model's own) or one of
-    oct_seg.precision.PRECISIONS to run the model in (oct_seg.with_precision). Returns the
+    oct_seg.precision.PRECISIONS to run the model in (oct_seg.with_precision). Volume
+    reports: fovea (bscan, column) instead of finding it (one input only), eye "OD" / "OS"
+    instead of the file's laterality, report_format "png" / "pdf". Returns the
     per-B-scan fluid table (also written as fluid_areas.csv). Raises before writing anything
     when an input is missing or of an unsupported type.
     """
@@ -147,6 +156,10 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
         check_input(path)
     if precision is not None:
         check_precision(precision)
+    check_report_options(eye, report_format)
+    if fovea is not None and len(inputs) != 1:
+        raise ValueError(f"fovea (--fovea) is the position in one volume; got "
+                         f"{len(inputs)} inputs")
     if isinstance(model_or_path, (str, Path)):
         models = load_models(model_or_path)
     else:
@@ -161,7 +174,9 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
         (tmp / "overlays").mkdir()
         for path in inputs:
             for volume in read_input(path, img_shape=img_shape):
-                names = _bscan_names(volume, taken)
+                given = None if fovea is None else Fovea.given(
+                    *fovea, (len(volume.bscans), np.shape(volume.bscans[0])[1]), path)
+                base, names = _bscan_names(volume, taken)
                 labels = [None] * len(names)
                 with tqdm(total=len(names), unit="B-scan", desc=volume.name,
                           disable=not progress, leave=False) as bar:
@@ -177,7 +192,11 @@ def predict_files(model_or_path, inputs, out_dir, threshold=0.5, spacing: Spacin
                                       tmp / "overlays" / f"{names[k]}.png")
                             labels[k] = lab
                         bar.update(len(batch))
-                rows += area_rows(volume, labels, resolve_spacing(volume, spacing), names)
+                geometry = resolve_spacing(volume, spacing)
+                rows += area_rows(volume, labels, geometry, names)
+                if len(labels) > 1 and len({lab.shape for lab in labels}) == 1:  # raster
+                    write_volume_report(tmp / "reports", base, volume, labels, geometry,
+                                        fovea=given, eye=eye, fmt=report_format)
         areas = pd.DataFrame(rows)
         areas.to_csv(tmp / "fluid_areas.csv", index=False)
         volume_table(areas).to_csv(tmp / "fluid_volumes.csv", index=False)

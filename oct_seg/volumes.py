@@ -39,6 +39,11 @@ exactly as the same B-scan saved alone; colour pages (RGB samples within a page,
 dropped) become grey with read_image's rule (BT.601 luma, equal channels kept exactly).
 X resolution gives the lateral, Y the axial spacing; the B-scan spacing is ImageJ's Z
 `spacing` (when the pages are its slices) or OME PhysicalSizeZ (when SizeZ = page count).
+
+Fundus orientation, where the file states it (used by en-face maps and the ETDRS grid):
+laterality "OD" / "OS" from .vol (ScanPosition), .e2e and .fds / .fda (oct-converter's
+laterality) and .img (the OD / OS in Zeiss export file names); whether B-scan 0 is the
+most superior one from .vol only (B-scan StartY on the fundus image, which grows downwards).
 """
 from __future__ import annotations
 
@@ -74,6 +79,12 @@ class Spacing:
     bscan_mm: float | None = None
     source: str = ""
 
+    def known(self, axis: str) -> float | None:
+        """The spacing along `axis` ("lateral", "axial" or "bscan") in mm; None unless the
+        value is known (finite and > 0)."""
+        value = getattr(self, f"{axis}_mm")
+        return value if _known(value) else None
+
     @property
     def pixel_area_mm2(self) -> float | None:
         """Area of one B-scan pixel in mm^2 (lateral x axial), None when either is unknown."""
@@ -84,12 +95,27 @@ class Spacing:
 
 @dataclass
 class Volume:
-    """One input's B-scans: float32 (H, W) arrays in [0, 1], in acquisition order."""
+    """One input's B-scans: float32 (H, W) arrays in [0, 1], in acquisition order.
+
+    laterality: "OD" (right eye) / "OS" (left eye), None when the file does not say.
+    superior_first: True when B-scan 0 is the most superior B-scan of a raster volume, False
+    when it is the most inferior, None when the file does not say.
+    """
 
     name: str
     path: Path
     bscans: list = field(default_factory=list)
     spacing: Spacing = field(default_factory=Spacing)
+    laterality: str | None = None
+    superior_first: bool | None = None
+
+
+_LATERALITY = {"OD": "OD", "OS": "OS", "R": "OD", "L": "OS"}  # oct-converter says R / L
+
+
+def _laterality(text) -> str | None:
+    """A file's eye field ("OD", "OS", "R", "L", any padding) -> "OD" / "OS" / None."""
+    return _LATERALITY.get(str(text or "").strip("\0 ").upper())
 
 
 def _known(value) -> bool:
@@ -327,6 +353,7 @@ def read_vol_header(path) -> dict:
     return dict(version=raw[:12].rstrip(b"\0").decode("ascii", "replace"), size_x=size_x,
                 n_bscans=n_bscans, size_z=size_z, scale_x=scale_x, distance=distance,
                 scale_z=scale_z, size_x_slo=size_x_slo, size_y_slo=size_y_slo,
+                scan_position=raw[84:88].decode("ascii", "replace"),
                 bscan_hdr_size=bscan_hdr_size)
 
 
@@ -344,6 +371,9 @@ def _read_vol(path: Path) -> list[Volume]:
         raise ValueError(f"{path}: truncated .vol file ({path.stat().st_size} bytes, header "
                          f"promises {expected})")
     data = np.memmap(path, dtype=np.uint8, mode="r")
+    # B-scan header: StartY (mm on the fundus image, downwards = inferior) at byte 24
+    first_y, last_y = (struct.unpack_from("<d", data, start + i * stride + 24)[0]
+                       for i in (0, h["n_bscans"] - 1))
     bscans = []
     for i in range(h["n_bscans"]):
         offset = start + i * stride + h["bscan_hdr_size"]
@@ -353,7 +383,9 @@ def _read_vol(path: Path) -> list[Volume]:
         bscans.append(np.power(values.clip(0, 1), 0.25, dtype=np.float32))
     distance = h["distance"] if h["n_bscans"] > 1 else None
     spacing = Spacing(h["scale_x"], h["scale_z"], distance, "vol header")
-    return [Volume(path.stem, path, bscans, spacing)]
+    superior_first = bool(first_y < last_y) if first_y != last_y else None
+    return [Volume(path.stem, path, bscans, spacing, _laterality(h["scan_position"]),
+                   superior_first)]
 
 
 # ------------------------------------------------------------------ oct-converter based readers
@@ -375,7 +407,8 @@ def _read_e2e(path: Path) -> list[Volume]:
         spacing = Spacing(None, float(axial) if _known(axial) else None, None,
                           "e2e (axial only)")
         name = path.stem if len(raw_volumes) == 1 else f"{path.stem}_vol{k}"
-        volumes.append(Volume(name, path, to_unit_range(vol.volume), spacing))
+        volumes.append(Volume(name, path, to_unit_range(vol.volume), spacing,
+                              _laterality(vol.laterality)))
     return volumes
 
 
@@ -413,7 +446,8 @@ def _read_topcon(path: Path) -> list[Volume]:
     if vol.pixel_spacing:
         lateral, bscan, axial = (float(v) for v in vol.pixel_spacing)
         spacing = Spacing(lateral, axial, bscan, f"{path.suffix.lower()[1:]} PARAM_SCAN")
-    return [Volume(path.stem, path, to_unit_range(vol.volume), spacing)]
+    return [Volume(path.stem, path, to_unit_range(vol.volume), spacing,
+                   _laterality(vol.laterality))]
 
 
 def _read_img(path: Path, img_shape) -> list[Volume]:
@@ -426,4 +460,5 @@ def _read_img(path: Path, img_shape) -> list[Volume]:
                          "B-scans; give the Zeiss scan size with --img-shape ROWS COLS")
     with _quiet():
         vol = IMG(path).read_oct_volume(rows=rows, cols=cols)
-    return [Volume(path.stem, path, to_unit_range(vol.volume), Spacing(source="none in file"))]
+    return [Volume(path.stem, path, to_unit_range(vol.volume), Spacing(source="none in file"),
+                   _laterality(vol.laterality))]

@@ -148,6 +148,27 @@ def test_predict_precision_option(tmp_path, tiny_model, capsys, monkeypatch):
     assert "invalid choice: 'bf16'" in capsys.readouterr().err
 
 
+def test_predict_volume_report_options(tmp_path, tiny_model, capsys):
+    import tifffile
+
+    pages = np.random.default_rng(1).integers(0, 256, (3, 32, 40), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="minisblack")
+    base = ["predict", "--model", str(tiny_model), str(tmp_path / "stack.tif"), "--no-progress"]
+    out = tmp_path / "pred"
+    assert main(base + ["--out", str(out), "--eye", "OS", "--fovea", "1", "20",
+                        "--report-format", "pdf"]) == 0
+    assert "volume reports" in capsys.readouterr().out
+    assert (out / "reports" / "stack_report.pdf").is_file()
+    etdrs = pd.read_csv(out / "reports" / "stack_etdrs.csv")
+    assert etdrs.loc[0, ["eye", "fovea_bscan", "fovea_column"]].tolist() == ["OS", 1, 20]
+    _fails(capsys, base + ["--out", str(tmp_path / "o"), "--fovea", "3", "0"],
+           "stack.tif: --fovea 3 0 is outside")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit) as info:
+        main(base + ["--out", str(tmp_path / "o"), "--eye", "right"])
+    assert info.value.code == 2 and "invalid choice: 'right'" in capsys.readouterr().err
+
+
 def test_evaluate_command(tmp_path, tiny_model, small_duke, capsys):
     from oct_seg.data.readers import read_dataset
     from oct_seg.evaluate import evaluate_model

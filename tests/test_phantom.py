@@ -52,3 +52,17 @@ def test_write_phantom_dataset_is_labelled_synthetic(tmp_path):
     np.testing.assert_allclose(scans.index["fluid_fraction"], [m.mean() for m in scans.masks], atol=1e-6)
     with pytest.raises(FileExistsError):
         write_phantom_dataset(out, n_subjects=1, per_subject=1, height=48, width=64)
+
+
+def test_phantom_volume_geometry_and_exact_fluid():
+    from oct_seg.data.phantom import make_phantom_volume
+
+    bscans, labels, spacing, fovea = make_phantom_volume(4, n_bscans=6, height=48, width=40,
+                                                         field_mm=3.0, speckle=False)
+    assert bscans.shape == labels.shape == (6, 48, 40) and bscans.dtype == np.float32
+    assert spacing == pytest.approx((3.0 / 40, 2.0 / 48, 3.0 / 6)) and fovea == (3, 20)
+    assert labels.any()
+    np.testing.assert_array_equal(np.isclose(bscans, FLUID_LEVEL), labels.astype(bool))
+    again = make_phantom_volume(np.random.default_rng(4), n_bscans=6, height=48, width=40,
+                                field_mm=3.0)
+    np.testing.assert_array_equal(again[1], labels)  # the fluid does not depend on speckle

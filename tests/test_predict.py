@@ -321,3 +321,38 @@ def test_batch_size_validation(tmp_path, threshold_net, bad):
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         predict_files(threshold_net, [path], tmp_path / "o", progress=False, batch_size=bad)
     assert not (tmp_path / "o").exists()
+
+
+def test_volume_reports(tmp_path, threshold_net):
+    """A .vol of 3 B-scans gets the report files; the ETDRS 'scan' row is the same fluid
+    volume as fluid_volumes.csv; the file's eye and a given fovea are used."""
+    raw = [np.zeros((16, 16), np.float32) for _ in range(3)]
+    raw[1][2:5, 4:7] = 1.0      # 9 fluid pixels in B-scan 1
+    raw[2][0, 10:12] = 1.0      # 2 in B-scan 2
+    write_vol(tmp_path / "eye.vol", raw, scale_x=0.1, distance=0.125, scale_z=0.0039,
+              eye=b"OS")
+    out = tmp_path / "pred"
+    predict_files(threshold_net, [tmp_path / "eye.vol"], out, progress=False, fovea=(1, 5))
+    assert sorted(os.listdir(out / "reports")) == ["eye_enface.png", "eye_etdrs.csv",
+                                                   "eye_fluid_height.tif", "eye_report.png"]
+    etdrs = pd.read_csv(out / "reports" / "eye_etdrs.csv").set_index("region")
+    scan = etdrs.loc["scan"]
+    assert (scan["eye"], scan["fovea_bscan"], scan["fovea_column"]) == ("OS", 1, 5)
+    assert scan["fluid_voxels"] == 11 and scan["fluid_ascans"] == 5
+    volumes = pd.read_csv(out / "fluid_volumes.csv")
+    assert scan["volume_mm3"] == pytest.approx(volumes.loc[0, "fluid_volume_mm3"])
+    # A-scans 4-6 of B-scan 1 lie within 0.1 mm of the fovea; 10 and 11 of B-scan 2 0.125 mm
+    # below and 0.5 / 0.6 mm to the right: the temporal side of a left eye
+    assert etdrs.loc["C0", "fluid_voxels"] == 9 and etdrs.loc["T1", "fluid_voxels"] == 2
+
+
+def test_volume_report_options_checked_before_writing(tmp_path, threshold_net):
+    write_vol(tmp_path / "eye.vol", [np.zeros((16, 16), np.float32)] * 3, 0.011, 0.125, 0.0039)
+    out = tmp_path / "o"
+    with pytest.raises(ValueError, match=r"eye\.vol: --fovea 3 0 is outside"):
+        predict_files(threshold_net, [tmp_path / "eye.vol"], out, fovea=(3, 0))
+    with pytest.raises(ValueError, match="one volume; got 2 inputs"):
+        predict_files(threshold_net, [tmp_path / "eye.vol"] * 2, out, fovea=(1, 1))
+    with pytest.raises(ValueError, match="eye must be one of OD, OS"):
+        predict_files(threshold_net, [tmp_path / "eye.vol"], out, eye="R")
+    assert not out.exists()

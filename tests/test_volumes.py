@@ -17,8 +17,11 @@ from oct_seg.volumes import Spacing, read_input, to_unit_range
 FLT_MAX = np.finfo(np.float32).max
 
 
-def write_vol(path, bscans, scale_x, distance, scale_z, slo=(6, 5), bscan_hdr=456):
-    """Heidelberg .vol: 2048-byte header, SLO (uint8), per B-scan header + float32 (Z, X)."""
+def write_vol(path, bscans, scale_x, distance, scale_z, slo=(6, 5), bscan_hdr=456, eye=b"",
+              start_y=None):
+    """Heidelberg .vol: 2048-byte header, SLO (uint8), per B-scan header + float32 (Z, X).
+
+    eye: ScanPosition (b"OD" / b"OS"); start_y: per B-scan StartY in mm (default all 0)."""
     n = len(bscans)
     size_z, size_x = bscans[0].shape
     header = bytearray(2048)
@@ -26,27 +29,29 @@ def write_vol(path, bscans, scale_x, distance, scale_z, slo=(6, 5), bscan_hdr=45
     struct.pack_into("<iii", header, 12, size_x, n, size_z)
     struct.pack_into("<ddd", header, 24, scale_x, distance, scale_z)
     struct.pack_into("<ii", header, 48, slo[0], slo[1])
+    header[84:84 + len(eye)] = eye
     struct.pack_into("<i", header, 100, bscan_hdr)
     with open(path, "wb") as f:
         f.write(header)
         f.write(np.full(slo[0] * slo[1], 7, np.uint8).tobytes())
-        for b in bscans:
+        for k, b in enumerate(bscans):
             hdr = bytearray(bscan_hdr)
             hdr[0:12] = b"HSF-BS-103\0\0"
+            struct.pack_into("<d", hdr, 24, 0.0 if start_y is None else start_y[k])
             f.write(hdr)
             f.write(np.asarray(b, "<f4").tobytes())
 
 
-def write_fds(path, bscans_u16, x_mm, y_mm, z_um):
+def write_fds(path, bscans_u16, x_mm, y_mm, z_um, eye=0):
     """Topcon .fds: 'FOCT' header, named chunks (@CAPTURE_INFO_02, @PARAM_SCAN_04,
-    @IMG_SCAN_03), a zero-length name ends the chunk list."""
+    @IMG_SCAN_03), a zero-length name ends the chunk list. eye: 0 right, 1 left."""
     n = len(bscans_u16)
     height, width = bscans_u16[0].shape
 
     def chunk(name, payload):
         return bytes([len(name)]) + name + struct.pack("<I", len(payload)) + payload
 
-    capture = struct.pack("<BBI", 0, 2, 1) + b"demo".ljust(100, b"\0") + struct.pack(
+    capture = struct.pack("<BBI", eye, 2, 1) + b"demo".ljust(100, b"\0") + struct.pack(
         "<6H", 2024, 5, 6, 7, 8, 9)
     params = struct.pack("<3I5d2B", 0, 0, 0, x_mm, y_mm, z_um, 0.0, 0.0, 0, 0)
     data = np.stack(bscans_u16).astype("<u2").tobytes()  # (n, H, W) C order = file order
@@ -73,6 +78,18 @@ def test_vol_reader_values_and_geometry(tmp_path):
     np.testing.assert_allclose(vol.bscans[1], want, rtol=1e-6)
     np.testing.assert_allclose(vol.bscans[2], raw[2] ** 0.25, rtol=1e-6)
     assert vol.bscans[0].dtype == np.float32 and vol.bscans[0].shape == (16, 20)
+
+
+@pytest.mark.parametrize("eye, start_y, laterality, superior_first", [
+    (b"OD", [1.5, 3.0, 4.5], "OD", True),    # StartY grows: B-scan 0 is the top one
+    (b"OS\0\0", [4.5, 3.0, 1.5], "OS", False),
+    (b"", None, None, None)])                # fields left empty: unknown
+def test_vol_laterality_and_bscan_order(tmp_path, eye, start_y, laterality, superior_first):
+    path = tmp_path / "eye.vol"
+    write_vol(path, [np.zeros((16, 16), np.float32)] * 3, 0.01, 1.5, 0.004, eye=eye,
+              start_y=start_y)
+    (vol,) = read_input(path)
+    assert (vol.laterality, vol.superior_first) == (laterality, superior_first)
 
 
 def test_vol_single_bscan_has_no_bscan_spacing(tmp_path):
@@ -108,6 +125,9 @@ def test_fds_through_oct_converter(tmp_path):
     assert vol.spacing.lateral_mm == pytest.approx(6.0 / 24)
     assert vol.spacing.bscan_mm == pytest.approx(6.0 / 4)
     assert vol.spacing.axial_mm == pytest.approx(0.0026)
+    assert vol.laterality == "OD" and vol.superior_first is None
+    write_fds(path, bscans, x_mm=6.0, y_mm=6.0, z_um=2.6, eye=1)
+    assert read_input(path)[0].laterality == "OS"
 
 
 def test_zeiss_img_layout_and_size_check(tmp_path):
@@ -121,8 +141,12 @@ def test_zeiss_img_layout_and_size_check(tmp_path):
     assert vol.spacing.pixel_area_mm2 is None
     for got, want in zip(vol.bscans, bscans):
         np.testing.assert_allclose(got, want / 59.0, rtol=1e-6)  # max over the volume = 59
+    assert vol.laterality is None
     with pytest.raises(ValueError, match=r"cube\.img: .*--img-shape"):
         read_input(path, img_shape=(17, 20))
+    named = tmp_path / "P1_Macular Cube 512x128_1-2-2020_3-4-5_OS_sn9_cube_z.img"
+    named.write_bytes(path.read_bytes())  # Zeiss export names state the eye
+    assert read_input(named, img_shape=(rows, cols))[0].laterality == "OS"
 
 
 class _FakeE2E:
@@ -137,7 +161,8 @@ class _FakeE2E:
         print("noise that oct-converter prints")
         vols = [[np.full((16, 24), 0.25, np.float32)] * 3, [np.full((16, 24), 0.5, np.float32)]]
         # oct-converter fills lateral and slice spacing with fixed defaults (0.01, 0.05)
-        return [OCTVolumeWithMetaData(v, pixel_spacing=[0.01, 0.0039, 0.05]) for v in vols]
+        return [OCTVolumeWithMetaData(v, pixel_spacing=[0.01, 0.0039, 0.05], laterality=eye)
+                for v, eye in zip(vols, ("L", None))]
 
 
 def test_e2e_geometry_keeps_only_axial(tmp_path, monkeypatch, capsys):
@@ -150,6 +175,7 @@ def test_e2e_geometry_keeps_only_axial(tmp_path, monkeypatch, capsys):
     assert [v.name for v in vols] == ["scan_vol0", "scan_vol1"]
     assert vols[0].spacing.axial_mm == pytest.approx(0.0039)
     assert vols[0].spacing.lateral_mm is None and vols[0].spacing.bscan_mm is None
+    assert [v.laterality for v in vols] == ["OS", None]
     assert vols[0].spacing.pixel_area_mm2 is None
     np.testing.assert_allclose(vols[1].bscans[0], 0.5)
     assert "noise" not in capsys.readouterr().out

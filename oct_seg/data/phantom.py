@@ -8,6 +8,11 @@ laterally correlated over 3 px) and a small additive noise floor are applied las
 speckle every tissue has the constant level in ``LEVELS`` and fluid is exactly ``FLUID_LEVEL``,
 which no other tissue or blend of neighbouring tissues reaches: tests use that to re-derive
 the fluid mask from a (transformed) clean phantom.
+
+:func:`make_phantom_volume` builds a raster volume of such B-scans around one 3-D retina: a
+radially symmetric foveal pit at a chosen fovea, ellipsoidal cysts and a subretinal dome near
+it, the whole retina tilted and curved (also SYNTHETIC; for tests and examples of en-face maps,
+fovea detection and ETDRS reports).
 """
 from __future__ import annotations
 
@@ -47,19 +52,9 @@ def make_phantom(rng_or_seed, height: int = 496, width: int = 768, *, n_cysts: i
     base = H * rng.uniform(0.28, 0.34) + H * rng.uniform(-0.04, 0.04) * u + H * rng.uniform(-0.05, 0.05) * u**2
     pit = np.exp(-(((x - xc) / (W * rng.uniform(0.05, 0.08))) ** 2))
     rpe_top = base + thick
-    onl_top = rpe_top - 0.45 * thick
     ilm = base + rng.uniform(0.3, 0.4) * thick * pit
-    # tissue boundaries from top to bottom, each (W,)
-    bounds, edge = [("vitreous", np.zeros(W))], ilm
-    for name, frac in _INNER:
-        bounds.append((name, edge))
-        edge = edge + frac * (onl_top - ilm)
-    bounds += [("onl", onl_top), ("is", rpe_top - 0.16 * thick), ("isos", rpe_top - 0.08 * thick),
-               ("os", rpe_top - 0.05 * thick), ("rpe", rpe_top), ("choroid", rpe_top + 0.07 * thick),
-               ("sclera", rpe_top + 0.32 * thick)]
-    image = np.zeros((H, W))
-    for name, top in bounds:
-        image[y >= np.round(top)[None, :]] = LEVELS[name]
+    image, bounds = _layers(H, ilm, rpe_top, thick)
+    onl_top = dict(bounds)["onl"]
 
     mask = np.zeros((H, W), dtype=bool)
     if n_cysts is None:
@@ -84,10 +79,91 @@ def make_phantom(rng_or_seed, height: int = 496, width: int = 768, *, n_cysts: i
         mask |= (y >= (rpe_top - h)[None, :]) & (y < rpe_top[None, :] - 0.5) & (h[None, :] >= 1)
     image[mask] = FLUID_LEVEL
     if speckle:
-        field = rng.gamma(looks, 1.0 / looks, size=(H, W + 2))
-        field = (field[:, :-2] + field[:, 1:-1] + field[:, 2:]) / 3.0
-        image = image * field + np.abs(rng.normal(0.0, 0.02, size=(H, W)))
+        image = _speckle(image, rng, looks)
     return np.clip(image, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8)
+
+
+def _layers(height: int, ilm, rpe_top, thick: float):
+    """Piecewise-constant retina of one B-scan from its ILM and RPE-top rows (W,) and the
+    retina thickness (px) -> (image (H, W) float64, [(tissue, top row (W,)), ...] from top)."""
+    onl_top = rpe_top - 0.45 * thick
+    bounds, edge = [("vitreous", np.zeros_like(ilm))], ilm
+    for name, frac in _INNER:
+        bounds.append((name, edge))
+        edge = edge + frac * (onl_top - ilm)
+    bounds += [("onl", onl_top), ("is", rpe_top - 0.16 * thick), ("isos", rpe_top - 0.08 * thick),
+               ("os", rpe_top - 0.05 * thick), ("rpe", rpe_top), ("choroid", rpe_top + 0.07 * thick),
+               ("sclera", rpe_top + 0.32 * thick)]
+    y = np.arange(height, dtype=np.float64)[:, None]
+    image = np.zeros((height, len(ilm)))
+    for name, top in bounds:
+        image[y >= np.round(top)[None, :]] = LEVELS[name]
+    return image, bounds
+
+
+def _speckle(image, rng: np.random.Generator, looks: float):
+    """Multiplicative gamma speckle (mean 1, laterally correlated over 3 px) + noise floor."""
+    H, W = image.shape
+    field = rng.gamma(looks, 1.0 / looks, size=(H, W + 2))
+    field = (field[:, :-2] + field[:, 1:-1] + field[:, 2:]) / 3.0
+    return image * field + np.abs(rng.normal(0.0, 0.02, size=(H, W)))
+
+
+def make_phantom_volume(rng_or_seed, n_bscans: int = 25, height: int = 128, width: int = 128, *,
+                        field_mm: float = 6.0, fovea=None, n_cysts: int = 5,
+                        subretinal: bool = True, speckle: bool = True, looks: float = 3.0):
+    """A synthetic raster volume: (bscans float32 (n, H, W) in [0, 1], labels uint8 (n, H, W)
+    in {0, 1}, spacing (lateral, axial, bscan) in mm, fovea (bscan, column)).
+
+    The B-scans cover a square field of `field_mm` (lateral = field_mm / width, B-scan
+    spacing = field_mm / n_bscans) and a depth of 2 mm (axial = 2 / height, ~ a Spectralis
+    B-scan). fovea: (bscan, column) of the pit's centre, default the middle of the scan.
+    Cysts (ellipsoids, 0.15-0.4 mm across, in the inner retina) lie within 1.5 mm of it; the
+    subretinal dome (0.5-0.9 mm radius) under it.
+    """
+    rng = _rng(rng_or_seed)
+    n, H, W = n_bscans, height, width
+    lateral, axial, bscan = field_mm / W, 2.0 / H, field_mm / n
+    fb, fc = fovea if fovea is not None else (n // 2, W // 2)
+    tilt, curve = rng.uniform(-0.04, 0.04, 2), rng.uniform(0.0, 0.05)
+    pit_mm, pit_depth = rng.uniform(0.55, 0.7), rng.uniform(0.3, 0.4)
+    thick = 0.25 * H
+
+    def surfaces(x, y):  # mm from the fovea -> (ILM row, RPE-top row)
+        u, v = x / (field_mm / 2), y / (field_mm / 2)
+        base = H * (0.3 + tilt[0] * u + tilt[1] * v + curve * (u * u + v * v))
+        return base + pit_depth * thick * np.exp(-(x * x + y * y) / pit_mm ** 2), base + thick
+
+    cysts = []
+    for _ in range(n_cysts):
+        r, t = 1.5 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
+        cx, cy = r * np.cos(t), r * np.sin(t)
+        ilm, rpe = surfaces(cx, cy)
+        top, bottom = ilm + 0.25 * (rpe - ilm), rpe - 0.45 * thick
+        cysts.append((cx, cy, rng.uniform(top, bottom), rng.uniform(0.075, 0.2),
+                      rng.uniform(0.2, 0.45) * (bottom - top) + 2))
+    dome = (rng.uniform(-0.2, 0.2, 2), rng.uniform(0.5, 0.9), rng.uniform(0.06, 0.12) * thick)
+    x = (np.arange(W) - fc) * lateral
+    z = np.arange(H, dtype=np.float64)[:, None]
+    bscans, labels = [], []
+    for k in range(n):
+        y = (k - fb) * bscan
+        ilm, rpe = surfaces(x, y)
+        image, bounds = _layers(H, ilm, rpe, thick)
+        mask = np.zeros((H, W), bool)
+        for cx, cy, cz, a, c in cysts:
+            mask |= ((x - cx) / a) ** 2 + ((y - cy) / a) ** 2 + ((z - cz) / c) ** 2 <= 1
+        mask &= (z > ilm + 2) & (z < dict(bounds)["isos"] - 2)
+        if subretinal:
+            (dx, dy), radius, top = dome
+            h = top * np.clip(1 - ((x - dx) ** 2 + (y - dy) ** 2) / radius ** 2, 0, None)
+            mask |= (z >= rpe - h) & (z < rpe - 0.5) & (h >= 1)
+        image[mask] = FLUID_LEVEL
+        if speckle:
+            image = _speckle(image, rng, looks)
+        bscans.append(np.clip(image, 0.0, 1.0).astype(np.float32))
+        labels.append(mask.astype(np.uint8))
+    return np.stack(bscans), np.stack(labels), (lateral, axial, bscan), (int(fb), int(fc))
 
 
 def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height: int = 496,

@@ -69,7 +69,7 @@ class TrainConfig:
     patch_size: tuple = (256, 768)
     image_size: tuple | None = None
     foreground: float = 0.5
-    epochs: int = 50
+    epochs: int = 60
     batch_size: int = 4
     learning_rate: float = 1e-3
     seed: int = 0
