@@ -2,8 +2,9 @@
 
 The CPU is split into two logical devices before TensorFlow initialises, so that
 MirroredStrategy code can be tested on a machine without GPUs. Real-data tests find the
-Duke DME folder at $OCT_SEG_DATA/duke_dme (default: ../shared/data next to the repository)
-and skip with a reason when it is absent.
+Duke DME folder at $OCT_SEG_DATA/duke_dme (default: ../shared/data next to the repository),
+the reference paper's tables at ../shared/paper/tables.csv next to the repository, and skip
+with a reason when they are absent.
 """
 import os
 import pathlib
@@ -21,6 +22,7 @@ tf.config.set_logical_device_configuration(
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_ROOT = pathlib.Path(os.environ.get("OCT_SEG_DATA", REPO.parent / "shared" / "data"))
+PAPER_ROOT = REPO.parent / "shared" / "paper"
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +33,11 @@ def duke_dir():
         pytest.skip(f"real Duke DME data not found at {path} (set OCT_SEG_DATA)")
     return path
 
+
+@pytest.fixture(scope="session")
+def paper_tables_csv():
+    """Path of the reference paper's Tables 1, 3 and 4 as printed (tables.csv), or skip."""
+    path = PAPER_ROOT / "tables.csv"
+    if not path.is_file():
+        pytest.skip(f"the paper's tables (tables.csv) not found at {path}")
+    return path

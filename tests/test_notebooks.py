@@ -55,9 +55,9 @@ def test_table1_notebook_quick(quick):
     assert (ours["n_folds"] == 2).all()
     assert ours[["val_dice", "train_dice"]].notna().all().all()
     assert ours[["val_dice", "train_dice"]].apply(lambda s: s.between(0, 100)).all().all()
-    vs = pd.read_csv(results / "table1_networks_vs_paper.csv", index_col=0)
+    vs = pd.read_csv(results / "table1_networks_vs_paper.csv", index_col=0, dtype=str)
     assert vs.loc["TransUNet", "Dice train (paper)"] == "89.54"
-    assert vs.loc["U-Net", "Dice train (paper)"] == "not available"
+    assert vs.loc["U-Net", "Jaccard validation (paper)"] == "55.73"
     for png in ("table1_curves.png", "table1_grid.png", "curves/table1_swin_unet.png"):
         assert (results / png).stat().st_size > 1000, png
     text = _outputs_text(nb)
@@ -76,8 +76,9 @@ def test_table3_and_table4_notebooks_quick(quick):
     results = Path(quick["RESULTS_DIR"])
     t3 = pd.read_csv(results / "table3_losses_clean_ours.csv")
     assert list(t3["row"]) == QUICK_LOSSES and (t3["n_folds"] == 2).all()
-    vs3 = pd.read_csv(results / "table3_losses_clean_vs_paper.csv", index_col=0)
+    vs3 = pd.read_csv(results / "table3_losses_clean_vs_paper.csv", index_col=0, dtype=str)
     assert vs3.loc[R.LOSS_LABELS["combined"], "Dice validation (paper)"] == "83.52"
+    assert vs3.loc[R.LOSS_LABELS["dice"], "paper source"] == "Table 1, TransUNet row (Dice loss)"
     assert (results / "table3_grid.png").is_file() and (results / "table3_curves.png").is_file()
     if before is not None:  # Table 1's TransUNet + Dice run was reused, not retrained
         assert (dice_run / "fold_0" / "model.keras").stat().st_mtime == before
@@ -93,7 +94,8 @@ def test_table3_and_table4_notebooks_quick(quick):
         noisy = summary[(summary["set"] == "val") & (summary["condition"] == "noisy")
                         & (summary["metric"] == "jaccard")]
         assert row["val_jaccard"] == pytest.approx(100 * noisy["mean"].iloc[0], nan_ok=True)
-    vs4 = pd.read_csv(results / "table4_losses_noisy_vs_paper.csv", index_col=0)
+    vs4 = pd.read_csv(results / "table4_losses_noisy_vs_paper.csv", index_col=0, dtype=str)
     assert vs4.loc[R.LOSS_LABELS["combined"], "Dice train (paper)"] == "92.79"
+    assert vs4.loc[R.LOSS_LABELS["dice"], "Dice train (paper)"] == "not in the paper"
     assert (results / "table4_grid.png").is_file()
     assert {p: p.stat().st_mtime for p in stamp} == stamp  # Table 4 trained nothing

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from oct_seg.io import write_csv as atomic_csv
-from oct_seg.reporting.paper import PAPER
+from oct_seg.reporting.paper import paper_row
 from oct_seg.rundir import RunDir
 
 
@@ -136,22 +136,24 @@ def compare_with_paper(ours: pd.DataFrame, table: str) -> pd.DataFrame:
     """Ours (per-image mean ± std over folds, and pooled) beside the paper, as display strings.
 
     ours: results_table output; table: "table1", "table3" or "table4" (keys of PAPER).
-    Cells the paper's text did not give us read "not available".
+    "paper source" names the printed row each paper cell comes from (paper.paper_row); paper
+    cells show the number as printed, or "not in the paper"; our cells read "not available"
+    where a run has no result.
     """
-    if table not in PAPER:
-        raise ValueError(f"table must be one of {sorted(PAPER)}, got {table!r}")
-    paper = PAPER[table]
     out = []
     for _, r in ours.iterrows():
-        p = paper.get(r["row"], {})
-        rec = {"": r["label"], "folds": int(r["n_folds"])}
+        cells, source = paper_row(table, r["row"])
+        rec = {"": r["label"], "folds": int(r["n_folds"]), "paper source": source}
         for part, name in (("train", "train"), ("val", "validation")):
             for metric, mname in (("dice", "Dice"), ("jaccard", "Jaccard")):
                 rec[f"{mname} {name} (ours)"] = _fmt(r[f"{part}_{metric}"],
                                                      r[f"{part}_{metric}_std"])
                 rec[f"{mname} {name} (ours, pooled)"] = _fmt(r[f"{part}_{metric}_pooled"],
                                                               r[f"{part}_{metric}_pooled_std"])
-                rec[f"{mname} {name} (paper)"] = _fmt(p.get(f"{part}_{metric}", float("nan")))
+                key = f"{part}_{metric}"
+                rec[f"{mname} {name} (paper)"] = (
+                    np.format_float_positional(cells[key], min_digits=2) if key in cells
+                    else "not in the paper")
         out.append(rec)
     return pd.DataFrame(out).set_index("")
 
@@ -171,35 +173,36 @@ def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), Te
         data += (f": {len(index)} B-scans of {n_subjects} DME patients, "
                  f"{int((index['fluid_fraction'] == 0).sum())} masks empty")
     rows = [
-        ("data", "the paper's own OCT fluid set (size and source per the paper)", data),
+        ("data", "the authors' set: 194 Cirrus B-scans with fluid + 185 normal, augmented "
+         "(rotation, shift, crop) to ~2000 sub-images", data),
         ("resolution", "B-scans resized to 512 x 512",
          f"B-scans resized to {h} x {w} for training; scored at the original 496 x 768"),
-        ("cross-validation", "5-fold CV",
+        ("cross-validation", "80 / 20 split, 5-fold CV (split by patient: not stated)",
          f"{cfg['n_folds']}-fold CV split by patient" + ("" if n_subjects is None else
          f" ({n_subjects} patients: {n_subjects // cfg['n_folds']}-"
          f"{-(-n_subjects // cfg['n_folds'])} per validation fold)")),
-        ("epochs", "not stated in the text we had",
+        ("epochs", "100 for Table 1; not stated for Tables 3-4",
          (f"{cfg['epochs']}, no early stopping" if cfg["patience"] >= cfg["epochs"] else
           f"at most {cfg['epochs']} (early stopping on val Dice, patience {cfg['patience']})")
          + "; the best-validation-Dice epoch is the fold's model"),
-        ("widths", "keras-unet-collection widths, e.g. TransUNet filter_num "
+        ("widths", "keras-unet-collection widths (assumed), e.g. TransUNet filter_num "
          "[64, 128, 256, 512, 1024], embed 96, MLP 384 (paper Table 2)",
          f"narrow CPU widths: {cfg['model']} kwargs {cfg['model_kwargs']} (this run)"),
-        ("normalisation", "not stated in the text we had",
+        ("normalisation", "not stated in the paper",
          "batch norm" + (f", momentum {cfg['bn_momentum']}" if cfg.get("bn_momentum") else "")
          if cfg["model_kwargs"].get("batch_norm") else "no batch norm"),
-        ("optimiser", "not stated in the text we had",
+        ("optimiser", "not stated in the paper (nor learning rate, batch size)",
          f"Adam, lr {cfg['learning_rate']} with 1 warm-up epoch + cosine decay, batch "
          f"{cfg['batch_size']}, augmentation {'on' if cfg['augment'] else 'off'}"),
-        ("noisy condition", "additive Gaussian noise (level per the paper)",
+        ("noisy condition", "Gaussian noise added in the pixel domain, std not stated",
          f"seeded additive Gaussian noise, std {cfg['noise_std']} on [0, 1] images, added at "
          "the original size; " + ("models trained on noisy scans" if train_on_noisy else
                                    "models trained on clean scans, scored on noisy ones")),
-        ("metric", "Dice, Jaccard (train and validation)",
+        ("metric", "Dice, Jaccard (train and validation); averaging over B-scans not stated",
          "per-image mean at original size (empty truth + empty prediction skipped), mean ± "
          "sample std over folds; also pooled (TP/FP/FN summed per fold)"),
-        ("hardware", "2 GPUs", hardware + ("" if wall_minutes is None
-                                           else f"; wall time {wall_minutes:.0f} min")),
+        ("hardware", "two GeForce GTX 1080 Ti GPUs, Python 3.9",
+         hardware + ("" if wall_minutes is None else f"; wall time {wall_minutes:.0f} min")),
     ]
     return pd.DataFrame(rows, columns=["aspect", "paper", "ours"]).set_index("aspect")
 
