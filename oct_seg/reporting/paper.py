@@ -123,12 +123,12 @@ setting of the runs shown beside the paper's.
   512 x 512. Other images, annotators and fluid burden, so **absolute numbers are not
   comparable**; rankings and trends are what can be compared.
 * **Scale.** The paper: 512 x 512 inputs, full widths (TransUNet per its Table 2; for the
-  others we assume keras-unet-collection's 64-1024 filters), 100 epochs for every network of Table 1 (no epoch count for
-  Tables 3-4), Python 3.9 on two GeForce GTX 1080 Ti GPUs. Ours (FULL): inputs resized to
-  128 x 192 (probabilities resized back and scored at the original 496 x 768, so the smallest
-  cysts are partly lost), 4 levels of 8-64 filters (100-1000x fewer weights), 20 epochs of
-  17 steps on a 2-core CPU. Read our numbers as a small-budget comparison, not as what the
-  architectures can reach.
+  others we assume keras-unet-collection's 64-1024 filters), 100 epochs for every network of
+  Table 1 (no epoch count for Tables 3-4), Python 3.9 on two GeForce GTX 1080 Ti GPUs. Ours
+  (FULL): inputs resized to 128 x 192 (probabilities resized back and scored at the original
+  496 x 768, so the smallest cysts are partly lost), 4 levels of 8-64 filters (100-1000x
+  fewer weights), 20 epochs of 17 steps on a 2-core CPU. Read our numbers as a small-budget
+  comparison, not as what the architectures can reach.
 * **Cross-validation.** The paper: an 80 / 20 split and 5-fold cross-validation, curves
   averaged over the folds; it does not say whether the folds were split by patient, nor
   whether sub-images of one B-scan could fall in different folds. Ours: 5 folds split by
