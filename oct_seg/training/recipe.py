@@ -2,14 +2,21 @@
 
 The builders keep keras-unet-collection's defaults (paper widths, no batch norm); training
 does not: each default below fixes a way the first defaults failed on real B-scans (Duke DME:
-88 Spectralis B-scans of 8 DME patients, 25 of them fluid-free, fluid ~0.9 % of the pixels;
-the measurements are in BENCHMARKS.md, section Accuracy). Every value can be overridden
-through TrainConfig (model_kwargs, loss_kwargs, bn_momentum, prior_bias).
+88 Spectralis B-scans of 8 DME patients, 26 of them fluid-free, fluid ~0.9 % of the pixels).
+Every value can be overridden through TrainConfig (model_kwargs, loss_kwargs, bn_momentum,
+prior_bias); the values a fold used are stored in its trained.json ("recipe").
+What the recipe reaches: BENCHMARKS.md, section Accuracy (U-Net, fold 0 of the benchmark's
+5 patient-wise folds: pooled Dice 0.712 on the 22 held-out B-scans, per-image Dice 0.60 on the
+fluid-positive ones, 60 epochs). tests/test_recipe_learns.py checks on real B-scans that every
+network and loss learns under it.
 
 * Network widths (``network_kwargs``): CPU-sized, 16 channels at full resolution doubling to
   256 (TransUNet: the same CNN with the paper's Table 2 transformer). The paper's widths
   (64 ... 1024) cost ~16x the time per B-scan: ~1 h per epoch of the Duke set on 2 cores.
-  Presets (e.g. ``transunet_paper``) keep their own widths.
+  Swin-UNet: 16 channels, 3 levels, MLP 64 (4x the width, Swin's ratio): with the builder's
+  4 levels and MLP 512 it stayed below 0.06 training Dice for 24 epochs of real patches
+  (3 patients, 128 x 384); with these values it learnt (0.15-0.19). Presets (e.g.
+  ``transunet_paper``) keep their own widths.
 * Batch norm on (``batch_norm=True`` where the builder has it): without normalisation the
   networks sat at the all-background output for the whole run (issue 11: Dice 0.000 for
   11 epochs, then early stopping).
@@ -18,13 +25,20 @@ through TrainConfig (model_kwargs, loss_kwargs, bn_momentum, prior_bias).
   after the ~200 steps of a short run the moving variance still carries ~15 % of its initial
   1.0, and the model in inference mode marked whole B-scans as fluid.
 * Overlap losses over the whole batch (``per_image=False``; nnU-Net's batch Dice): a
-  per-image Dice scores an all-zero output perfectly on every fluid-free B-scan (25 of 88),
+  per-image Dice scores an all-zero output perfectly on every fluid-free B-scan (26 of 88),
   and the networks collapsed to it within ~5 epochs.
-* Weighted BCE weight (``pos_weight``) from the training masks: ``bce_pos_weight``.
-* Output bias at the fluid prior (``prior_bias``): the head starts predicting the share of
-  fluid that the (weighted) BCE would fit for a constant output, instead of 0.5 everywhere,
-  so the first steps are not spent undoing a 50 % fluid guess (RetinaNet's prior
-  initialisation).
+* Weighted BCE weight (``pos_weight``) from the training masks: ``bce_pos_weight``, the square
+  root of the class ratio (~10 on Duke DME). The full ratio (~105) over-segments: the combined
+  loss with it was at 0.33 pooled validation Dice after 18 epochs where the square root
+  reached 0.64 (U-Net, fold 0, 24 epochs); the weighted BCE alone with weight 100 marked 85 %
+  of a held-out patient's B-scans as fluid.
+* Output bias at the fluid prior (``prior_bias``): the head starts predicting the constant the
+  (weighted) BCE would fit, instead of 0.5 everywhere (RetinaNet's prior initialisation). It
+  keeps the predicted area near the truth: in 72-step runs of a narrow U-Net with the combined
+  loss, held-out predicted area 0.6-1.9x the truth with it and 14-16x without it
+  (two seeds each). The price is a
+  slower start (training Dice ~0 for the first ~40 steps; the weighted BCE alone first marks
+  fluid after ~60 steps), which a 60-epoch schedule does not notice.
 """
 from __future__ import annotations
 
@@ -46,7 +60,10 @@ NETWORK_KWARGS = {
     "r2_unet": dict(filter_num=CPU_FILTERS),
     "unet3plus": dict(filter_num_down=CPU_FILTERS),
     "transunet": dict(filter_num=CPU_FILTERS),   # transformer: the builder's Table 2 values
-    "swin_unet": dict(filter_num_begin=CPU_FILTERS[0]),
+    # 3 levels, MLP 4x the level-0 width (Swin's ratio): with the builder's 4 levels and
+    # MLP 512 (32x) Swin-UNet stayed below 0.06 training Dice for 24 epochs on real patches
+    "swin_unet": dict(filter_num_begin=CPU_FILTERS[0], depth=3, num_heads=[2, 4, 4],
+                      window_size=[4, 2, 2], num_mlp=4 * CPU_FILTERS[0]),
 }
 
 
@@ -72,10 +89,9 @@ def bce_pos_weight(masks) -> float:
     """Fluid weight of the weighted BCE: sqrt((1 - f) / f), f the pooled fluid fraction.
 
     The weight (1 - f) / f that balances the classes exactly (~113 on Duke DME) moves the
-    0.5 threshold to where fluid is merely ~1 % likely: it over-segments, and the combined
-    loss with it reached half the Dice of the square-root weight (~10.6) on the same folds
-    (BENCHMARKS.md, Accuracy). The square root keeps the emphasis on the rare class that
-    makes the BCE "weighted" while leaving the threshold usable.
+    0.5 threshold to where fluid is merely ~1 % likely and over-segments (module docstring);
+    the square root keeps the emphasis on the rare class that makes the BCE "weighted" while
+    leaving the threshold usable.
     """
     return math.sqrt(pos_weight_from_masks(masks))
 
