@@ -106,3 +106,36 @@ def test_volume_job_paths_write_the_same_outputs(duke_dir, tmp_path, monkeypatch
         assert path["times"]["total"] >= max(v for k, v in path["times"].items() if k != "total")
     assert set(result["paths"][0]["times"]) >= {"read", "predict_image", "write", "total"}
     assert set(result["paths"][2]["times"]) >= {"read", "preprocess", "model", "postprocess"}
+
+
+def test_accuracy_table_pools_the_folds_every_recipe_finished(tmp_path):
+    """bench/accuracy.py's table: rows over the folds all started recipes finished, pooled
+    Dice from summed TP / FP / FN (hand-computed), CPU summed, lost sessions marked >=."""
+    accuracy = _load("accuracy")
+    scans = {  # recipe -> fold -> rows of (truth_pixels, pred_pixels, tp)
+        "ours_unet": {0: [(10, 10, 8), (0, 4, 0)], 1: [(20, 10, 10)]},
+        "kuc_unet": {0: [(10, 6, 5), (0, 0, 0)]},
+    }
+    for name, folds in scans.items():
+        for k, rows in folds.items():
+            out = tmp_path / name / f"fold_{k}"
+            out.mkdir(parents=True)
+            lines = ["name,truth_pixels,pred_pixels,dice"]   # val_scores.csv's columns
+            for i, (t, p, tp) in enumerate(rows):
+                dice = 2 * tp / (t + p) if t + p else float("nan")
+                lines.append(f"s{i},{t},{p},{dice}")
+            (out / "val_scores.csv").write_text("\n".join(lines) + "\n")
+            cpu = {"cpu_s": 60.0 * (k + 1)} | ({"incomplete": "lost"} if name == "ours_unet"
+                                              else {})
+            (out / "cpu.json").write_text(json.dumps(cpu))
+    done = {n: accuracy.finished_folds(n, tmp_path) for n in accuracy.TRAINED}
+    assert done == {"ours_unet": {0, 1}, "kuc_unet": {0}, "ours_transunet": set()}
+    row = accuracy.recipe_row("ours_unet", tmp_path, {0})   # kuc_unet has fold 0 only
+    assert row["pooled_dice"] == pytest.approx(2 * 8 / (2 * 8 + 2 + 2 + 4))
+    assert row["fp_pixels_fluid_free"] == 4 and row["fluid_free_scans_with_fp"] == 1
+    assert row["cpu_min"] == 1.0 and row["cpu_incomplete"]
+    args = accuracy.parse_args(["--ours-args=--precision mixed_bfloat16"])
+    text = accuracy.markdown([row, accuracy.recipe_row("kuc_unet", tmp_path, {0})], {0},
+                             ["TransUNet"], args)
+    assert "**Partial: folds 0 of 0-4**" in text and "Not run yet: TransUNet" in text
+    assert "| **0.667** |" in text and "| **0.625** |" in text and "| >= 1 |" in text
