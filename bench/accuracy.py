@@ -186,6 +186,48 @@ def recipe_row(name: str, results: Path, fold_ids) -> dict:
             "per_fold_pooled": per_fold}
 
 
+def figure(names: list, fold_ids, results: Path) -> Path:
+    """accuracy.png: left, per epoch of every finished fold of the oct_seg recipes, training
+    Dice (patches, dashed) and validation pooled Dice (whole held-out B-scans, solid); right,
+    per held-out B-scan, predicted against true fluid area (pixels, log-log; fluid-free scans
+    on the left edge), one colour per recipe."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    fig, (curves, areas) = plt.subplots(1, 2, figsize=(12, 4.8))
+    colours = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for name in names:
+        for k in sorted(fold_ids):
+            folder = results / name / f"fold_{k}"
+            if (folder / "history.csv").is_file():
+                h = pd.read_csv(folder / "history.csv")
+                epoch = h["epoch"] + 1
+                curves.plot(epoch, h["dice"], "--", color=colours[name], alpha=0.6)
+                curves.plot(epoch, h["val_dice"], "-", color=colours[name],
+                            label=f"{name} fold {k}")
+            scans = pd.read_csv(folder / "val_scores.csv")
+            areas.scatter(np.maximum(scans["truth_pixels"], 0.5),
+                          np.maximum(scans["pred_pixels"], 0.5), s=14, color=colours[name],
+                          alpha=0.7, label=name if k == min(fold_ids) else None)
+    curves.set(xlabel="epoch", ylabel="Dice", ylim=(0, 1),
+               title="training (dashed, patches) and validation pooled Dice (solid)")
+    curves.legend(fontsize=8)
+    lim = (0.4, 3e4)
+    areas.plot(lim, lim, color="grey", lw=0.8)
+    areas.set(xscale="log", yscale="log", xlim=lim, ylim=lim, xlabel="true fluid pixels",
+              ylabel="predicted fluid pixels",
+              title="held-out B-scans (0 drawn at 0.5; diagonal = exact area)")
+    areas.legend(fontsize=8)
+    fig.tight_layout()
+    path = results / "accuracy.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def markdown(rows: list, fold_ids, missing: list, args) -> str:
     partial = len(fold_ids) < N_FOLDS
     ours = f' --ours-args="{" ".join(args.ours_args)}"' if args.ours_args else ""
@@ -201,6 +243,8 @@ def markdown(rows: list, fold_ids, missing: list, args) -> str:
         "(`bench/results/accuracy/splits.json`); each B-scan is predicted by the fold model "
         "that did not train on its patient, at its original 496 x 768 size, threshold 0.5. "
         "Per-scan scores: `bench/results/accuracy/<recipe>/fold_K/val_scores.csv`.",
+        "",
+        "![learning curves and per-scan fluid areas](bench/results/accuracy/accuracy.png)",
         "",
         "| recipe | pooled Dice (all scans) | pooled Dice per fold, mean ± sd | per-image Dice, "
         "fluid scans, mean ± sd | FP pixels per fluid-free scan (scans with any) | CPU min |",
@@ -266,6 +310,7 @@ def main(argv=None):
     if common:
         rows = [recipe_row(n, args.results, common) for n in started]
         missing = [LABELS[n] for n in done if not done[n]]
+        figure(started, common, args.results)
         text = markdown(rows, common, missing, args)
         (args.results / "summary.json").write_text(json.dumps(
             {"folds": sorted(common), "rows": rows}, indent=2) + "\n")
