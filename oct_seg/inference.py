@@ -25,12 +25,17 @@ def _walk_layers(model):
 def input_requirements(model, multiple=None):
     """Return (multiple: int, fixed_hw: (H, W) or None) read from the model's SizeCheck layer.
 
-    For a model without SizeCheck (not built by oct_seg) pass `multiple` explicitly; it is then
-    returned with fixed_hw None. Raises ValueError when neither is available.
+    A model without SizeCheck (not built by oct_seg, e.g. keras-unet-collection's) whose input
+    has a fixed height and width returns (1, (H, W)): images are resized to it. Otherwise pass
+    `multiple` explicitly; it is then returned with fixed_hw None. Raises ValueError when
+    neither is available.
     """
     checks = [layer for layer in _walk_layers(model) if isinstance(layer, SizeCheck)]
     if checks:
         return checks[0].multiple, checks[0].fixed_size
+    shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else ()
+    if multiple is None and len(shape) == 4 and None not in shape[1:3]:
+        return 1, (int(shape[1]), int(shape[2]))
     if multiple is None:
         raise ValueError(f"model {model.name!r} has no SizeCheck layer (it was not built by "
                          "oct_seg); pass multiple=... (e.g. 16 for a 5-level U-Net)")

@@ -73,6 +73,18 @@ def test_input_requirements():
     assert input_requirements(plain, multiple=8) == (8, None)
 
 
+def test_foreign_model_with_fixed_input_is_resized_to_it():
+    # e.g. keras-unet-collection's unet_2d((256, 384, 1), ...): no SizeCheck, fixed H x W
+    inp = keras.Input((16, 24, 1))
+    fixed = keras.Model(inp, keras.layers.Lambda(lambda t: t)(inp))
+    assert input_requirements(fixed) == (1, (16, 24))
+    image = np.zeros((32, 48), "float32")
+    image[:16, :24] = 1.0    # top-left quarter: a 2x resize keeps it exact away from the edge
+    prob = predict_image(fixed, image)[..., 0]
+    assert prob.shape == (32, 48)
+    assert prob[:12, :20].min() > 0.99 and prob[20:, 28:].max() < 0.01
+
+
 def test_pad_path_is_aligned():
     # a per-pixel model gives f(image) exactly only if padding and cropping line up
     image = np.random.default_rng(1).random((37, 53)).astype("float32")
