@@ -251,7 +251,8 @@ def markdown(rows: list, fold_ids, missing: list, args) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cpu = (">= " if r["cpu_incomplete"] else "") + f"{r['cpu_min']:.0f}" + (
+        minutes = f"{r['cpu_min']:.1f}" if r["cpu_min"] < 10 else f"{r['cpu_min']:.0f}"
+        cpu = (">= " if r["cpu_incomplete"] else "") + minutes + (
             " (scoring)" if "+" in r["recipe"] else "")
         lines.append(
             f"| {LABELS.get(r['recipe'], r['recipe'])} | **{r['pooled_dice']:.3f}** | "
