@@ -35,10 +35,9 @@ network and loss learns under it.
 * Output bias at the fluid prior (``prior_bias``): the head starts predicting the constant the
   (weighted) BCE would fit, instead of 0.5 everywhere (RetinaNet's prior initialisation). It
   keeps the predicted area near the truth: in 72-step runs of a narrow U-Net with the combined
-  loss, held-out predicted area 0.6-1.9x the truth with it and 14-16x without it
-  (two seeds each). The price is a
-  slower start (training Dice ~0 for the first ~40 steps; the weighted BCE alone first marks
-  fluid after ~60 steps), which a 60-epoch schedule does not notice.
+  loss, held-out predicted area 0.6-1.9x the truth with it and 14-16x without it (two seeds
+  each). The price is a slower start (training Dice ~0 for the first ~40 steps; the weighted
+  BCE alone first marks fluid after ~60 steps), which a 60-epoch schedule does not notice.
 """
 from __future__ import annotations
 
