@@ -6,6 +6,8 @@ One command, from the repository root (resumable: rerun it to continue):
 
 trains, on the same 5 patient-wise folds of the data folder (oct_seg.data.make_folds, seed 0):
   ours_unet       `oct-seg train --data D --out RUN --fold K` with every default (U-Net)
+  ours_unet8      the same U-Net at half width (filters 8-128), the speed class of the
+                  shipped preset (4 x fewer FLOPs)
   ours_transunet  the same with `--model transunet` (the paper's TransUNet, CPU widths)
   kuc_unet        keras-unet-collection's unet_2d by its own recipe (bench/_kuc_recipe.py)
 one fold per subprocess (CPU seconds from the child's rusage), then scores, without training:
@@ -41,12 +43,15 @@ from _markdown import replace_section  # noqa: E402
 N_FOLDS = 5
 TRAINED = {  # name -> (kind, extra `oct-seg train` arguments)
     "ours_unet": ("oct_seg", ["--model", "unet"]),
+    "ours_unet8": ("oct_seg", ["--model", "unet", "--model-kwargs",
+                               '{"filter_num": [8, 16, 32, 64, 128]}']),
     "ours_transunet": ("oct_seg", ["--model", "transunet"]),
     "kuc_unet": ("kuc", []),
 }
 DERIVED = ("ours_unet+tta", "ours_unet+transunet")
 LABELS = {
     "ours_unet": "oct_seg U-Net, default recipe",
+    "ours_unet8": "oct_seg U-Net at half width (filters 8-128: the preset's speed class)",
     "ours_transunet": "oct_seg TransUNet (Table 2 transformer, CPU widths), default recipe",
     "kuc_unet": "keras-unet-collection unet_2d, its recipe (256 x 384, dice + BCE, flips)",
     "ours_unet+tta": "oct_seg U-Net + flip TTA",

@@ -2,7 +2,8 @@
 
 Public entry points: the six builders (`build_unet`, ..., `build_transunet`), `build_model`
 and `MODELS`, the losses and metrics, `predict_image`, `train` / `cross_validate`,
-`evaluate_model`, `predict_files`, `export_model` and mixed precision (`precision_scope`,
+`evaluate_model`, `predict_files`, `export_model`, the pretrained presets (`from_preset`,
+`list_presets`, `save_preset`) and mixed precision (`precision_scope`,
 `with_precision`). The `oct-seg` command wraps them.
 
 The names load on first use (PEP 562): `import oct_seg` imports neither TensorFlow nor Keras,
@@ -31,6 +32,7 @@ _HOMES = {
     "oct_seg.evaluate": ("evaluate_model", "evaluate_folder"),
     "oct_seg.predict": ("predict_files",),
     "oct_seg.loading": ("load_model",),
+    "oct_seg.presets": ("from_preset", "list_presets", "save_preset"),
     "oct_seg.export": ("export_model",),
     "oct_seg.precision": ("PRECISIONS", "precision_scope", "with_precision"),
     "oct_seg.rundir": ("RunDir",),
@@ -39,7 +41,7 @@ _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 # subpackages and modules that import TensorFlow, loaded quietly when reached through the root
 # (`from oct_seg import reporting`); `import oct_seg.reporting` skips the root and its silencing
 _ROOMS = ("data", "models", "losses", "metrics", "inference", "distribute", "precision",
-          "training", "evaluate", "predict", "export", "demo", "reporting")
+          "training", "evaluate", "predict", "export", "demo", "reporting", "presets")
 
 __all__ = list(_HOME_OF)
 

@@ -127,6 +127,9 @@ def _add_train(sub):
     p.add_argument("--precision", choices=names.PRECISIONS,
                    help="compute precision (mixed_bfloat16: ~1.6x faster training on CPUs with "
                         "AVX512_BF16; see oct_seg.precision); default float32")
+    p.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow op determinism: the same command on the same machine and "
+                        "versions gives the same weights bit for bit (the presets are built so)")
     p.add_argument("--devices", nargs="+", metavar="DEV",
                    help="devices for MirroredStrategy, e.g. /GPU:0 /GPU:1, or cpu:N to split "
                         "the CPU into N logical devices; default: all GPUs / TF_CONFIG")
@@ -176,7 +179,7 @@ def _train(args):
                     else None, checkpoint=args.checkpoint,
                     epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, bn_momentum=_momentum(args.bn_momentum),
-                    precision=args.precision,
+                    precision=args.precision, deterministic=args.deterministic or None,
                     model_kwargs=_json_arg(args.model_kwargs, "--model-kwargs"),
                     loss_kwargs=_json_arg(args.loss_kwargs, "--loss-kwargs"))
     config.update({k: v for k, v in optional.items() if v is not None})
@@ -201,7 +204,8 @@ def _add_evaluate(sub):
           oct-seg evaluate --model runs/tu/final/model.keras --data data/duke --out scores.csv
           oct-seg evaluate --model runs/unet_cv --tta --data new_patients --out scores.csv""")
     p.add_argument("--model", required=True, type=Path,
-                   help=".keras file, SavedModel folder or training run folder (ensemble)")
+                   help=".keras file, SavedModel folder, training run folder (ensemble) or "
+                        "pretrained preset")
     p.add_argument("--data", required=True, type=Path, help="data folder (images/, masks/, optional index.csv)")
     p.add_argument("--noise-std", type=float, default=0.0,
                    help="std of Gaussian noise added to the [0, 1] images")
@@ -277,8 +281,8 @@ def _add_predict(sub):
                           --spacing 0.03 0.00195 0.03 --eye OS --out p2
           oct-seg predict --model model.keras patient1.vol --fovea 24 250 --out p1b""")
     p.add_argument("--model", required=True, type=Path,
-                   help=".keras file, SavedModel folder or training run folder (its fold "
-                        "models averaged)")
+                   help=".keras file, SavedModel folder, training run folder (its fold "
+                        "models averaged) or pretrained preset (`oct-seg presets`)")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image or volume files")
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
     p.add_argument("--threshold", type=float, default=0.5, help="fluid probability threshold")
@@ -342,7 +346,8 @@ def _add_export(sub):
         """
         example:
           oct-seg export --model runs/tu/final/model.keras --out deploy/tu --format savedmodel""")
-    p.add_argument("--model", required=True, type=Path, help=".keras model file")
+    p.add_argument("--model", required=True, type=Path,
+                   help=".keras model file or pretrained preset")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--format", choices=names.EXPORT_FORMATS, default="savedmodel",
                    help="export format")
@@ -388,17 +393,26 @@ def _data_duke(args):
 
 # ------------------------------------------------------------------------------------------ demo
 def _add_demo(sub):
-    p = _add(sub, "demo", "train, evaluate and export a small TransUNet in minutes on CPU", """
+    p = _add(sub, "demo", "train a small TransUNet in minutes, or show a pretrained preset", """
         The whole pipeline on a fresh machine: writes synthetic OCT phantoms (or uses --data),
         trains a CPU-sized TransUNet for a few minutes, evaluates it on held-out subjects and
         writes a run folder with metrics, overlays, training curves, the .keras model and a
-        SavedModel. Prints where everything is.""",
+        SavedModel. Prints where everything is.
+        --pretrained: no training; segments B-scans with a shipped pretrained preset
+        (default duke_dme_fluid) and compares them with the truth: the --data B-scans with
+        the most fluid, subjects the preset did not train on first (the Duke release's
+        subjects 9 and 10), else a synthetic phantom volume.""",
         """
         examples:
           oct-seg demo
-          oct-seg demo --data data/duke --minutes 10 --out demo_duke""")
+          oct-seg demo --data data/duke --minutes 10 --out demo_duke
+          oct-seg demo --pretrained --data data/duke_all       (no training, ~10 s)""")
     p.add_argument("--data", type=Path, help="labelled data folder instead of synthetic phantoms")
-    p.add_argument("--out", type=Path, default=Path("demo_run"), help="run folder")
+    p.add_argument("--out", type=Path,
+                   help="run folder (default demo_run; demo_preset with --pretrained)")
+    p.add_argument("--pretrained", nargs="?", const="duke_dme_fluid", metavar="PRESET",
+                   help="show this pretrained preset instead of training (default "
+                        "duke_dme_fluid)")
     p.add_argument("--minutes", type=float, default=None,
                    help="training time budget in minutes (3; 0.2 with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny settings that finish in seconds")
@@ -408,12 +422,90 @@ def _add_demo(sub):
 
 
 def _demo(args):
-    from oct_seg.demo import run_demo
+    from oct_seg.demo import run_demo, run_preset_demo
 
     if args.data is not None:
         _check_data_dir(args.data)
-    run_demo(out=args.out, data=args.data, minutes=args.minutes, quick=args.quick,
-             seed=args.seed, overwrite=args.overwrite)
+    if args.pretrained is not None:
+        if args.quick or args.minutes is not None:
+            raise ValueError("--pretrained trains nothing: drop --quick / --minutes")
+        run_preset_demo(out=args.out or Path("demo_preset"), data=args.data,
+                        preset=args.pretrained, seed=args.seed, overwrite=args.overwrite)
+        return 0
+    run_demo(out=args.out or Path("demo_run"), data=args.data, minutes=args.minutes,
+             quick=args.quick, seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+# --------------------------------------------------------------------------------------- presets
+def _add_presets(sub):
+    p = _add(sub, "presets", "list the pretrained models that ship with oct_seg", """
+        Without a subcommand: list the shipped pretrained presets (name, network, size,
+        cross-validated Dice, checksum status). Use a preset wherever a model is asked for:
+        `oct-seg predict --model duke_dme_fluid ...`, `oct-seg export --model duke_dme_fluid
+        ...`, oct_seg.from_preset("duke_dme_fluid"). Each preset folder holds a MODEL_CARD.md.
+        `presets make` packages a finished deployment run (`oct-seg train --folds 1`) as a
+        preset folder of your own (float16 weights, checksums, model card).""",
+        """
+        examples:
+          oct-seg presets
+          oct-seg predict --model duke_dme_fluid eye.vol --out eye_fluid
+          oct-seg presets make --run runs/clinic --name clinic_fluid --card CARD.md \\
+                               --input "Spectralis B-scans" --out models/clinic_fluid""")
+    p.set_defaults(func=_presets_list)
+    make_sub = p.add_subparsers(dest="action", metavar="ACTION")
+    m = _add(make_sub, "make", "package a deployment run as a preset folder", """
+        Write a preset folder from RUN/final of a `oct-seg train --folds 1` run: network.json,
+        weights.npz (float16), preset.json (network, recipe, data, command, versions, and
+        --metadata), MODEL_CARD.md (--card) and SHA256SUMS.""")
+    m.add_argument("--run", required=True, type=Path, help="deployment run folder")
+    m.add_argument("--name", required=True, help="preset name")
+    m.add_argument("--description", default="", help="one-line description")
+    m.add_argument("--input", required=True, dest="input_note",
+                   help="what input the model expects (device, B-scan kind)")
+    m.add_argument("--card", required=True, type=Path, help="model card (Markdown file)")
+    m.add_argument("--metadata", type=Path, metavar="JSON",
+                   help="JSON file of further preset.json fields, e.g. cross_validation")
+    m.add_argument("--out", required=True, type=Path, help="preset folder to write")
+    m.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    m.set_defaults(func=_presets_make)
+
+
+def _presets_list(args):
+    from oct_seg.presets import list_presets
+
+    rows = list_presets()
+    if not rows:
+        print("no pretrained presets installed")
+    for row in rows:
+        dice = row["cv_pooled_dice"]
+        print(f"{row['name']}: {row['description']}\n"
+              f"  network {row['network']}, {row['parameters']:,} parameters, "
+              f"{row['weights_mb']} MB float16 weights; cross-validated pooled Dice "
+              f"{dice if dice is not None else 'not stated'}\n"
+              f"  checksums: {row['status']}\n  folder: {row['folder']} (MODEL_CARD.md)")
+    print(f"network configurations for `oct-seg train --model`: {', '.join(names.PRESET_NAMES)}")
+    return 0
+
+
+def _presets_make(args):
+    import json
+
+    from oct_seg.presets import preset_from_run
+
+    for path, what in ((args.card, "--card"), (args.metadata, "--metadata")):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{path}: {what} file not found")
+    extra = None
+    if args.metadata is not None:
+        try:
+            extra = json.loads(args.metadata.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{args.metadata}: not valid JSON ({err})") from None
+    out = preset_from_run(args.run, args.out, args.name, args.description,
+                          args.card.read_text(), args.input_note, extra=extra,
+                          overwrite=args.overwrite)
+    print(f"preset: {out}")
     return 0
 
 
@@ -432,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show full tracebacks instead of one-line error messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in (_add_train, _add_evaluate, _add_predict, _add_export, _add_data,
-                        _add_demo):
+                        _add_presets, _add_demo):
         add_command(sub)
     return parser
 

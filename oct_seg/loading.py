@@ -12,7 +12,8 @@ EXPORT_INFO = "oct_seg.json"
 
 
 def load_model(path):
-    """Load a .keras / .h5 model file or an exported SavedModel folder -> keras.Model.
+    """Load a .keras / .h5 model file, an exported SavedModel folder or a pretrained preset
+    (a shipped name such as "duke_dme_fluid", or a preset folder: oct_seg.presets) -> keras.Model.
 
     SavedModels (from `oct-seg export`) are wrapped in a Keras model around their `serve`
     endpoint, with the SizeCheck layer restored from the exported `oct_seg.json`, so that
@@ -25,10 +26,14 @@ def load_model(path):
     import oct_seg.losses  # noqa: F401
     import oct_seg.metrics  # noqa: F401
     import oct_seg.models.registry  # noqa: F401
+    from oct_seg.presets import from_preset, is_preset
 
+    if is_preset(path):
+        return from_preset(path)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: model not found")
+        raise FileNotFoundError(f"{path}: model not found (nor a preset name: `oct-seg presets` "
+                                "lists them)")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ValueError(f"{path}: folder is not a SavedModel (no saved_model.pb); give a "
