@@ -1,5 +1,6 @@
-"""Figures of our runs: mean training curves per run and one B-scan segmented by every run's
-held-out model (the styles of the paper's Figures 2-7)."""
+"""Figures of our runs: mean training curves per run, every fold's validation curve with its
+best epoch (convergence), and one B-scan segmented by every run's held-out model (the styles
+of the paper's Figures 2-7)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,13 +8,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from oct_seg.data.pipeline import add_gaussian_noise
 from oct_seg.data.readers import read_dataset
 from oct_seg.evaluate import noise_seed, predict_probabilities
 from oct_seg.loading import load_model
 from oct_seg.metrics import case_scores
-from oct_seg.plots import plot_curves, plot_grid
+from oct_seg.plots import plot_curves, plot_grid, save_figure
 from oct_seg.rundir import RunDir
 from oct_seg.training import TrainConfig
 
@@ -39,6 +41,40 @@ def curves_figure(run_dirs: dict, labels: dict | None = None, out_png=None):
     if not hist:
         raise ValueError("none of the run directories has a finished fold")
     return plot_curves(hist, out_png)
+
+
+def convergence_figure(run_dirs: dict, labels: dict | None = None, ncols: int = 3,
+                       out_png=None) -> Figure:
+    """One panel per run: validation Dice (whole held-out B-scans) per epoch of every finished
+    fold, its best epoch marked with a dot, and the training Dice (patches) of the folds'
+    mean, dashed. A plateau shows as flat lines at the right. Returns the Figure (saved to
+    out_png when given)."""
+    runs = {k: d for k, d in run_dirs.items() if RunDir(d).finished_folds()}
+    if not runs:
+        raise ValueError("none of the run directories has a finished fold")
+    nrows = -(-len(runs) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.2 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, (key, run_dir) in zip(axes, runs.items()):
+        for i, fold in enumerate(RunDir(run_dir).finished_folds()):
+            hist = fold.read_history()
+            if hist is None or "val_dice" not in hist:
+                continue
+            epoch = hist["epoch"].to_numpy() + 1
+            ax.plot(epoch, hist["val_dice"], color=f"C{i}", lw=1, label=fold.name)
+            best = int(np.nanargmax(hist["val_dice"].to_numpy(float)))
+            ax.plot(epoch[best], hist["val_dice"].iloc[best], "o", color=f"C{i}", ms=4)
+        mean = mean_history(run_dir)
+        if "dice" in mean:
+            ax.plot(mean["epoch"] + 1, mean["dice"], "k--", lw=1, label="train (mean)")
+        ax.set(title=(labels or {}).get(key, key), xlabel="epoch", ylabel="val Dice",
+               ylim=(0, 1))
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[len(runs):]:
+        ax.set_visible(False)
+    if out_png is not None:
+        save_figure(fig, out_png)
+    return fig
 
 
 def pick_example_scan(data_dir) -> str:
@@ -88,6 +124,9 @@ def segmentation_grid(run_dirs: dict, data_dir, scan: str | None = None, noisy: 
                      "jaccard": 100 * s["jaccard"]})
     if shown is None:
         raise ValueError("no run directory given")
+    if not rows:
+        raise ValueError(f"no run directory holds the model of the fold that held out {scan} "
+                         "(models are not committed: train that fold, or show a saved grid)")
     images = [shown] + images
     truths = [truth] + truths
     preds = [None] + preds
