@@ -233,6 +233,7 @@ def test_fill_fold_trains_only_what_is_not_committed_and_copies_no_model(tmp_pat
 
     calls = []
     monkeypatch.setattr(experiments, "train", _fake_train(calls))
+    monkeypatch.setattr(experiments, "write_example_predictions", lambda *a: [])
     configs = R.experiment_configs([("unet", "dice"), ("transunet", "dice")],
                                    R.network_kwargs("QUICK"), **R.SETTINGS["QUICK"])
     runs, results = tmp_path / "runs", tmp_path / "results"
@@ -266,6 +267,7 @@ def test_committed_folds_of_another_configuration_are_refused(tmp_path, monkeypa
     from oct_seg.reporting import experiments
 
     monkeypatch.setattr(experiments, "train", _fake_train([]))
+    monkeypatch.setattr(experiments, "write_example_predictions", lambda *a: [])
     config = R.experiment_configs([("unet", "dice")], R.network_kwargs("QUICK"),
                                   **R.SETTINGS["QUICK"])[("unet", "dice")]
     R.fill_fold(tmp_path, tmp_path / "runs", tmp_path / "results", config, 0)
@@ -327,8 +329,9 @@ def test_scan_summary_and_dice_forms_by_hand(tmp_path):
     assert list(scans["fold"]) == ["fold_0", "fold_0", "fold_1", "fold_1"]
 
 
-def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
-    """Two untrained tiny nets saved as fold models; the grid scores each against the truth."""
+def test_segmentation_grid_draws_the_saved_prediction_of_the_held_out_fold(tmp_path):
+    """Two untrained tiny nets saved as fold models; their example predictions are saved
+    (write_example_predictions), the models deleted, and the grid drawn from the PNGs."""
     import keras
 
     from oct_seg.data.phantom import write_phantom_dataset
@@ -342,7 +345,8 @@ def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
                                  width=56, seed=3)
     scans = read_dataset(data)
     scan = R.pick_example_scan(data)
-    runs = {}
+    i = scans.names.index(scan)
+    runs, expected = {}, {}
     for seed, name in ((1, "a"), (2, "b")):
         run = tmp_path / name
         (run / "fold_0").mkdir(parents=True)
@@ -354,15 +358,21 @@ def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
         (run / "splits.json").write_text(json.dumps([{"train": [scan], "val": others},
                                                      {"train": others, "val": [scan]}]))
         keras.utils.set_random_seed(seed)
-        build_model("unet", input_size=(16, 24, 1), filter_num=[2, 4]).save(
-            run / "fold_1" / "model.keras")
+        model = build_model("unet", input_size=(16, 24, 1), filter_num=[2, 4])
+        model.save(run / "fold_1" / "model.keras")
+        prob = predict_probabilities(model, [scans.images[i]], image_size=(16, 24))[0]
+        expected[name] = 100 * case_scores(scans.masks[i] > 0, prob)["dice"]
+        assert R.write_example_predictions(run, 0, data) == []  # fold 0 did not hold it out
+        written = R.write_example_predictions(run, 1, data)
+        assert [p.name for p in written] == [f"example_{scan}_clean.png",
+                                             f"example_{scan}_noisy.png"]
+        (run / "fold_1" / "model.keras").unlink()
         runs[name] = run
+    runs["absent"] = tmp_path / "absent"
     fig, df = R.segmentation_grid(runs, data, out_png=tmp_path / "g.png")
     assert (tmp_path / "g.png").is_file() and list(df["fold"]) == [1, 1]
-    model = keras.saving.load_model(str(runs["b"] / "fold_1" / "model.keras"), compile=False)
-    i = scans.names.index(scan)
-    prob = predict_probabilities(model, [scans.images[i]], image_size=(16, 24))[0]
-    assert df["dice"].iloc[1] == pytest.approx(100 * case_scores(scans.masks[i] > 0, prob)["dice"],
-                                               nan_ok=True)
+    np.testing.assert_allclose(df["dice"], [expected["a"], expected["b"]])
     _, noisy = R.segmentation_grid(runs, data, noisy=True)
     assert len(noisy) == 2
+    with pytest.raises(ValueError, match="no run holds"):
+        R.segmentation_grid({"absent": tmp_path / "absent"}, data)

@@ -14,11 +14,13 @@ from oct_seg.reporting.experiments import (PAPER_EXPERIMENTS, SETTINGS, collect_
                                            missing_folds, network_kwargs, run_dir_for,
                                            subset_data)
 from oct_seg.reporting.figures import (convergence_figure, curves_figure, mean_history,
-                                       pick_example_scan, segmentation_grid)
+                                       pick_example_scan, segmentation_grid,
+                                       write_example_predictions)
 from oct_seg.reporting.paper import (LOSS_LABELS, NETWORK_LABELS, PAPER, PAPER_SOURCE,
                                      PROTOCOL_NOTES, PUBLISHED_DUKE, STAND_INS,
                                      TABLE1_NETWORKS, TABLE3_LOSSES, paper_row)
-from oct_seg.reporting.significance import claim_tests, holm, paired_dice, wilcoxon_pair
+from oct_seg.reporting.significance import (claim_table, claim_tests, holm, paired_dice,
+                                             wilcoxon_pair)
 from oct_seg.reporting.tables import (compare_with_paper, convergence_table, dice_forms,
                                       plateau_gain, pooled_scores, results_table, run_facts,
                                       run_summary, scan_scores, scan_summary,
@@ -31,7 +33,7 @@ __all__ = [
     "run_dir_for", "fill_fold", "collect_experiments", "missing_folds", "subset_data",
     "run_summary", "run_facts", "convergence_table", "plateau_gain", "scan_scores",
     "scan_summary", "dice_forms", "trivial_baseline", "pooled_scores", "results_table",
-    "compare_with_paper", "setting_differences", "write_csv", "claim_tests", "paired_dice",
+    "compare_with_paper", "setting_differences", "write_csv", "claim_table", "claim_tests", "paired_dice",
     "wilcoxon_pair", "holm", "mean_history", "curves_figure", "convergence_figure",
-    "pick_example_scan", "segmentation_grid",
+    "pick_example_scan", "write_example_predictions", "segmentation_grid",
 ]

@@ -8,7 +8,9 @@ Two roots, one folder per experiment ``<model>__<loss>`` in each (:func:`run_dir
 * RESULTS (committed, ``results/folds``): the same layout without models
   (:meth:`oct_seg.rundir.RunDir.export_fold`): config.json, splits.json, summary.csv,
   curves.png and per fold history.csv, trained.json, fold.json and the per-scan score CSVs
-  (train / val x clean / noisy; tens of kB a fold).
+  (train / val x clean / noisy; tens of kB a fold), and in the fold that held out the
+  figures' example scan its predicted masks (example_<scan>_<condition>.png), from which the
+  segmentation grids are drawn without a model.
 
 :func:`fill_fold` makes one fold of one experiment committed: nothing when RESULTS has it,
 else it trains that fold into RUNS (resuming an interrupted one) and copies its small files to
@@ -26,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from oct_seg.io import write_csv
+from oct_seg.reporting.figures import write_example_predictions
 from oct_seg.reporting.paper import TABLE1_NETWORKS, TABLE3_LOSSES
 from oct_seg.rundir import RunDir
 from oct_seg.training import TrainConfig, summarize_run, train
@@ -119,8 +122,10 @@ def fill_fold(data_dir, runs_root, results_root, config: TrainConfig, k: int,
     """Fold k of config's experiment in RESULTS: as committed, or trained now.
 
     When RESULTS/<model>__<loss>/fold_k/fold.json is absent: trains (or resumes) fold k into
-    RUNS/<model>__<loss> with oct_seg.train, copies its small files to RESULTS and rebuilds
-    RESULTS' summary.csv and curves.png. Returns the RESULTS experiment folder.
+    RUNS/<model>__<loss> with oct_seg.train, saves the fold's prediction of the figures'
+    example scan if it held that scan out (figures.write_example_predictions), copies its
+    small files to RESULTS and rebuilds RESULTS' summary.csv and curves.png. Returns the
+    RESULTS experiment folder.
     """
     run = RunDir(run_dir_for(runs_root, config.model, config.loss))
     result = RunDir(run_dir_for(results_root, config.model, config.loss))
@@ -131,7 +136,8 @@ def fill_fold(data_dir, runs_root, results_root, config: TrainConfig, k: int,
     if result.splits.is_file() and result.read_splits() != run.read_splits():
         raise ValueError(f"{result.splits}: the committed folds split the patients otherwise "
                          f"than {run.splits} (another data folder?); not copied")
-    run.export_fold(k, config.n_folds, result.path)
+    write_example_predictions(run.path, k, data_dir, result.fold(k, config.n_folds).path)
+    run.export_fold(k, config.n_folds, result.path)  # fold.json last: the fold is complete
     summarize_run(result.path)
     return result.path
 
