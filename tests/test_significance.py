@@ -96,3 +96,24 @@ def test_claim_tests_verdicts_and_fluid_only():
     np.testing.assert_allclose(t["p_holm"], S.holm(t["p"]))
     fluid = S.claim_tests(scans, "ref", ["worse"], fluid_only=True)
     assert fluid["n"].iloc[0] == 10
+
+
+def test_claim_table_reads_run_folders_and_leaves_out_runs_without_folds(tmp_path):
+    truth = [100] * 8 + [0, 0]
+    runs = {}
+    for name, shift, pred_empty in (("ref", 0.2, 0), ("other", 0.0, 7)):
+        run = tmp_path / name
+        (run / "fold_0").mkdir(parents=True)
+        (run / "fold_0" / "fold.json").write_text("{}")
+        dice = np.r_[np.linspace(0.3, 0.6, 8) + shift, np.nan if not pred_empty else 0.0,
+                     np.nan if not pred_empty else 0.0]
+        _scans(name, dice, truth, [100] * 8 + [pred_empty] * 2).drop(
+            columns=["run", "fold"]).to_csv(run / "fold_0" / "val_scores_noisy.csv", index=False)
+        runs[name] = run
+    runs["untrained"] = tmp_path / "absent"
+    t = S.claim_table(runs, "ref", "noisy")
+    assert list(t.index) == [("all scans", "ref vs other"), ("fluid scans", "ref vs other")]
+    assert list(t["n"]) == [10, 8]
+    assert t["verdict"].str.startswith("supported").all()
+    assert S.claim_table({"ref": runs["ref"]}, "ref", "noisy").empty
+    assert S.claim_table(runs, "untrained", "noisy").empty

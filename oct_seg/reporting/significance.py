@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from oct_seg.reporting.tables import scan_scores
+
 ALPHA = 0.05  # family-wise error rate per table (Holm)
 MIN_PAIRS = 6  # smallest n whose exact two-sided p can fall below ALPHA (2 / 2^6 = 0.031)
 
@@ -121,3 +123,21 @@ def claim_tests(scans: pd.DataFrame, reference, others, labels: dict | None = No
                         for r, o in zip(table.to_dict("records"), others)]
     table["median_diff"] = 100.0 * table["median_diff"]
     return table.drop(columns=["w_plus", "w_minus"]).set_index("comparison")
+
+
+def claim_table(run_dirs: dict, reference, condition: str = "clean",
+                labels: dict | None = None) -> pd.DataFrame:
+    """The tests of one paper table: claim_tests of ``reference`` against every other run of
+    run_dirs on the validation scans under ``condition``, over all scans and over the
+    fluid-positive ones (index: scans, comparison). Runs without a finished fold are left out;
+    without the reference, or with nothing to compare it with, the table is empty."""
+    scans = scan_scores(run_dirs, condition)
+    present = [key for key in run_dirs if (scans["run"] == key).any()]
+    others = [key for key in present if key != reference]
+    if reference not in present or not others:
+        return pd.DataFrame(columns=["scans", "comparison", "n", "n_nonzero", "median_diff",
+                                     "p", "p_holm", "verdict"]).set_index(["scans",
+                                                                           "comparison"])
+    return pd.concat({"all scans": claim_tests(scans, reference, others, labels),
+                      "fluid scans": claim_tests(scans, reference, others, labels,
+                                                 fluid_only=True)}, names=["scans"])
