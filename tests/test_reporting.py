@@ -46,7 +46,8 @@ def _fake_run(root, name, per_fold_val_dice, n_epochs=(3, 2)):
     return run
 
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+# the committed tables of the earlier (128 x 192, unconverged) runs
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "unconverged_128x192"
 # the paper's printed row names (tables.csv) -> our row keys, and our tables' files
 PRINTED_ROWS = {"U-Net": "unet", "Attention U-Net": "att_unet", "TransUNet": "transunet",
                 "R2 U-Net": "r2_unet", "UNet 3+": "unet3plus", "Swin-UNet": "swin_unet",
