@@ -248,6 +248,7 @@ def test_fill_fold_trains_only_what_is_not_committed_and_copies_no_model(tmp_pat
         "val_scores_noisy.csv"]
     assert (committed / "config.json").is_file() and (committed / "splits.json").is_file()
     assert (committed / "summary.csv").is_file()  # rebuilt from the committed folds
+    assert not (committed / "curves.png").exists()  # no figure rewritten per fold
     todo = R.missing_folds(results, configs)
     assert list(todo["fold"]) == [1, 1]
     assert todo["command"].iloc[0] == ("python -m oct_seg.reporting --experiment unet__dice "

@@ -6,8 +6,8 @@ Two roots, one folder per experiment ``<model>__<loss>`` in each (:func:`run_dir
 * RUNS (outside the repository, e.g. ``../runs/paper``): the run folders of
   :func:`oct_seg.train`, with the fold models. Lost with the machine.
 * RESULTS (committed, ``results/folds``): the same layout without models
-  (:meth:`oct_seg.rundir.RunDir.export_fold`): config.json, splits.json, summary.csv,
-  curves.png and per fold history.csv, trained.json, fold.json and the per-scan score CSVs
+  (:meth:`oct_seg.rundir.RunDir.export_fold`): config.json, splits.json, summary.csv and
+  per fold history.csv, trained.json, fold.json and the per-scan score CSVs
   (train / val x clean / noisy; tens of kB a fold), and in the fold that held out the
   figures' example scan its predicted masks (example_<scan>_<condition>.png), from which the
   segmentation grids are drawn without a model.
@@ -124,7 +124,7 @@ def fill_fold(data_dir, runs_root, results_root, config: TrainConfig, k: int,
     When RESULTS/<model>__<loss>/fold_k/fold.json is absent: trains (or resumes) fold k into
     RUNS/<model>__<loss> with oct_seg.train, saves the fold's prediction of the figures'
     example scan if it held that scan out (figures.write_example_predictions), copies its
-    small files to RESULTS and rebuilds RESULTS' summary.csv and curves.png. Returns the
+    small files to RESULTS and rebuilds RESULTS' summary.csv. Returns the
     RESULTS experiment folder.
     """
     run = RunDir(run_dir_for(runs_root, config.model, config.loss))
@@ -138,7 +138,7 @@ def fill_fold(data_dir, runs_root, results_root, config: TrainConfig, k: int,
                          f"than {run.splits} (another data folder?); not copied")
     write_example_predictions(run.path, k, data_dir, result.fold(k, config.n_folds).path)
     run.export_fold(k, config.n_folds, result.path)  # fold.json last: the fold is complete
-    summarize_run(result.path)
+    summarize_run(result.path, curves=False)  # the notebooks draw the curves
     return result.path
 
 
