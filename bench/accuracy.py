@@ -57,8 +57,6 @@ LABELS = {
     "ours_unet+tta": "oct_seg U-Net + flip TTA",
     "ours_unet+transunet": "oct_seg U-Net + TransUNet ensemble (per fold)",
 }
-SMALL_FILES = ("history.csv", "trained.json", "fold.json", "val_scores_clean.csv",
-               "val_scores_noisy.csv")
 
 
 def _cpu_children() -> float:
@@ -115,10 +113,9 @@ def train_fold(name: str, k: int, args) -> None:
         expected = json.loads((args.results / "splits.json").read_text())
         if stored != expected:
             raise RuntimeError(f"{run}/splits.json differs from the benchmark's folds")
-        for file in SMALL_FILES:
-            if (run / f"fold_{k}" / file).is_file():
-                shutil.copy2(run / f"fold_{k}" / file, out / file)
-        shutil.copy2(run / "config.json", args.results / name / "config.json")
+        from oct_seg.rundir import RunDir
+
+        RunDir(run).export_fold(k, N_FOLDS, args.results / name)  # history, scores, jsons
         shutil.copy2(out / "val_scores_clean.csv", out / "val_scores.csv")
     else:
         command = [sys.executable, HERE / "_kuc_recipe.py", "--data", args.data, "--splits",
@@ -165,30 +162,15 @@ def finished_folds(name: str, results: Path) -> set:
 
 def recipe_row(name: str, results: Path, fold_ids) -> dict:
     """One table row from results/<name>/fold_K/val_scores.csv over the folds fold_ids."""
-    import numpy as np
     import pandas as pd
 
-    from oct_seg.metrics import pooled_from_table
+    from oct_seg.reporting.tables import scan_summary
 
     folds = [results / name / f"fold_{k}" for k in sorted(fold_ids)]
-    tables = [pd.read_csv(f / "val_scores.csv") for f in folds]
-    scans = pd.concat(tables, ignore_index=True)
-    fluid = scans[scans["truth_pixels"] > 0]
-    empty = scans[scans["truth_pixels"] == 0]
-    per_fold = [pooled_from_table(t)["dice"] for t in tables]
     cpu_files = [json.loads((f / "cpu.json").read_text()) for f in folds]
-    cpu = sum(c["cpu_s"] for c in cpu_files)
-    return {"recipe": name, "scans": len(scans), "pooled_dice": pooled_from_table(scans)["dice"],
-            "fold_pooled_mean": float(np.mean(per_fold)),
-            "fold_pooled_sd": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1
-            else float("nan"),
-            "image_dice_fluid_mean": float(fluid["dice"].mean()),
-            "image_dice_fluid_sd": float(fluid["dice"].std(ddof=1)),
-            "fp_pixels_fluid_free": float(empty["pred_pixels"].mean()),
-            "fluid_free_scans_with_fp": int((empty["pred_pixels"] > 0).sum()),
-            "n_fluid_free": len(empty), "cpu_min": cpu / 60.0,
-            "cpu_incomplete": any("incomplete" in c for c in cpu_files),
-            "per_fold_pooled": per_fold}
+    return {"recipe": name, **scan_summary([pd.read_csv(f / "val_scores.csv") for f in folds]),
+            "cpu_min": sum(c["cpu_s"] for c in cpu_files) / 60.0,
+            "cpu_incomplete": any("incomplete" in c for c in cpu_files)}
 
 
 def figure(names: list, fold_ids, results: Path) -> Path:

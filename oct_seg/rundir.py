@@ -16,6 +16,10 @@ Layout (every file written atomically, see oct_seg.io)::
         tensorboard/                     TensorBoard logs (if it is installed)
         backup/                          per-epoch backup while training
 
+The small results of a run (everything above but model.keras, tensorboard/ and backup/) can
+be copied into another folder of the same layout, e.g. a repository's results/, with
+:meth:`RunDir.export_fold`: that folder then reads back like a run folder without models.
+
 Score files have one name everywhere, :func:`scores_name`: ``{part}_scores_{condition}.csv``
 with condition ``clean`` or ``noisy`` and part ``train`` / ``val`` (a fold's subjects),
 ``test`` (the demo's held-out subjects) or ``all`` (evaluate_folder: a whole data folder).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import shutil
 import json
 import platform
 import re
@@ -101,6 +106,12 @@ class FoldDir:
                 found[(match["part"], match["condition"])] = path
         return found
 
+    def result_files(self) -> list[Path]:
+        """The small files of the fold present (history, trained.json, score CSVs, then
+        fold.json last): what outlives the machine; the model and logs do not."""
+        files = [self.history, self.trained, *self.score_files().values(), self.done]
+        return [f for f in files if f.is_file()]
+
     def read_history(self) -> pd.DataFrame | None:
         return pd.read_csv(self.history) if self.history.is_file() else None
 
@@ -155,6 +166,24 @@ class RunDir:
 
     def is_empty(self) -> bool:
         return not self.path.is_dir() or not any(self.path.iterdir())
+
+    def export_fold(self, k: int, n_folds: int, dest) -> FoldDir:
+        """Copy fold k's result_files (fold.json last, so a copy cut short is not a finished
+        fold) into the run folder ``dest``, and config.json and splits.json where dest has
+        none yet (the caller checks that an existing one is the same run); returns dest's
+        fold."""
+        src, dest = self.fold(k, n_folds), RunDir(dest)
+        if not src.finished:
+            raise ValueError(f"{src.done} is missing: fold {k} of {self.path} has not finished")
+        dest.path.mkdir(parents=True, exist_ok=True)
+        for mine, theirs in ((self.config, dest.config), (self.splits, dest.splits)):
+            if not theirs.is_file():
+                shutil.copy2(mine, theirs)
+        out = dest.fold(k, n_folds)
+        out.path.mkdir(parents=True, exist_ok=True)
+        for file in src.result_files():
+            shutil.copy2(file, out.path / file.name)
+        return out
 
     def read_record(self) -> dict:
         """The whole config.json."""

@@ -2,7 +2,8 @@
 
 QUICK: 3 Duke patients, 32 x 48 images, 1 epoch, 2 folds, tiny widths; the parameters cell is
 replaced by a QUICK one and every output goes to a temporary folder. Table 1 and Table 3 share
-one run root, so TransUNet + Dice is trained once; Table 4 reuses Table 3's runs.
+one committed-results root, so TransUNet + Dice is trained once; Table 4 is rebuilt from the
+committed files alone, with no model left (a new machine).
 """
 import json
 from pathlib import Path
@@ -43,7 +44,7 @@ def _outputs_text(nb):
 @pytest.fixture(scope="module")
 def quick(duke_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("notebooks")
-    return {"MODE": "QUICK", "DATA_DIR": str(duke_dir), "OUT_DIR": str(root / "runs"),
+    return {"MODE": "QUICK", "DATA_DIR": str(duke_dir), "RUNS_DIR": str(root / "runs"),
             "RESULTS_DIR": str(root / "results"), "SUBJECTS": [1, 2, 3]}
 
 
@@ -58,20 +59,30 @@ def test_table1_notebook_quick(quick):
     vs = pd.read_csv(results / "table1_networks_vs_paper.csv", index_col=0, dtype=str)
     assert vs.loc["TransUNet", "Dice train (paper)"] == "89.54"
     assert vs.loc["U-Net", "Jaccard validation (paper)"] == "55.73"
-    for png in ("table1_curves.png", "table1_grid.png", "curves/table1_swin_unet.png"):
+    for png in ("table1_curves.png", "table1_grid.png", "table1_convergence.png",
+                "curves/table1_swin_unet.png"):
         assert (results / png).stat().st_size > 1000, png
+    forms = pd.read_csv(results / "table1_dice_forms.csv", index_col=0, dtype=str)
+    assert forms.loc["TransUNet", "paper"] == "80.40" and (forms["scans"] == "33").all()
+    tests = pd.read_csv(results / "table1_tests.csv")
+    assert len(tests) == 10 and set(tests["scans"]) == {"all scans", "fluid scans"}
+    assert tests["verdict"].str.match("supported|not supported|no significant|not testable").all()
     text = _outputs_text(nb)
     assert "Duke" in text and "512 x 512" in text  # the setting differences are displayed
     assert "What differs from the paper's protocol" in text  # reporting.PROTOCOL_NOTES
-    # the runs were written under OUT_DIR only (tmp), one per network
-    assert sorted(p.name for p in Path(quick["OUT_DIR"]).glob("*__dice")) == sorted(
-        f"{m}__dice" for m in R.TABLE1_NETWORKS)
+    assert "best val Dice" in text  # the convergence table
+    # models under RUNS_DIR, one run per network; committed files under RESULTS_DIR/folds
+    for m in R.TABLE1_NETWORKS:
+        assert (Path(quick["RUNS_DIR"]) / f"{m}__dice" / "fold_1" / "model.keras").is_file()
+        committed = results / "folds" / f"{m}__dice"
+        assert (committed / "fold_1" / "val_scores_noisy.csv").is_file()
+        assert not list(committed.rglob("*.keras"))
 
 
-def test_table3_and_table4_notebooks_quick(quick):
+def test_table3_and_table4_notebooks_quick(quick, tmp_path):
     params = {**quick, "LOSSES": QUICK_LOSSES}
-    dice_run = Path(quick["OUT_DIR"]) / "transunet__dice"
-    before = (dice_run / "fold_0" / "model.keras").stat().st_mtime if dice_run.exists() else None
+    committed = Path(quick["RESULTS_DIR"]) / "folds" / "transunet__dice" / "fold_0" / "fold.json"
+    before = committed.stat().st_mtime if committed.exists() else None
     _execute("table3_losses.ipynb", params)
     results = Path(quick["RESULTS_DIR"])
     t3 = pd.read_csv(results / "table3_losses_clean_ours.csv")
@@ -79,23 +90,27 @@ def test_table3_and_table4_notebooks_quick(quick):
     vs3 = pd.read_csv(results / "table3_losses_clean_vs_paper.csv", index_col=0, dtype=str)
     assert vs3.loc[R.LOSS_LABELS["combined"], "Dice validation (paper)"] == "83.52"
     assert vs3.loc[R.LOSS_LABELS["dice"], "paper source"] == "Table 1, TransUNet row (Dice loss)"
-    assert (results / "table3_grid.png").is_file() and (results / "table3_curves.png").is_file()
-    if before is not None:  # Table 1's TransUNet + Dice run was reused, not retrained
-        assert (dice_run / "fold_0" / "model.keras").stat().st_mtime == before
+    for png in ("table3_grid.png", "table3_curves.png", "table3_convergence.png"):
+        assert (results / png).is_file(), png
+    t3_tests = pd.read_csv(results / "table3_tests.csv")
+    assert len(t3_tests) == 4 and t3_tests["comparison"].str.startswith("Proposed").all()
+    if before is not None:  # Table 1's TransUNet + Dice fold was reused, not retrained
+        assert committed.stat().st_mtime == before
 
-    models = Path(quick["OUT_DIR"]).glob("transunet__*/fold_*/model.keras")
-    stamp = {p: p.stat().st_mtime for p in models}
-    _execute("table4_noise.ipynb", params)
+    # Table 4 on another machine: the committed files only, no model, nothing trained
+    gone = tmp_path / "new_machine_runs"
+    _execute("table4_noise.ipynb", {**params, "RUNS_DIR": str(gone), "TRAIN_MISSING": False})
+    assert not list(gone.rglob("*.keras"))
     t4 = pd.read_csv(results / "table4_losses_noisy_ours.csv")
-    assert list(t4["row"]) == QUICK_LOSSES
-    # Table 4 reads the noisy evaluation of the same runs (each run's summary.csv)
+    assert list(t4["row"]) == QUICK_LOSSES and (t4["n_folds"] == 2).all()
+    # Table 4 reads the noisy evaluation of the same runs (each committed summary.csv)
     for _, row in t4.iterrows():
-        summary = pd.read_csv(Path(quick["OUT_DIR"]) / f"transunet__{row['row']}" / "summary.csv")
+        summary = pd.read_csv(results / "folds" / f"transunet__{row['row']}" / "summary.csv")
         noisy = summary[(summary["set"] == "val") & (summary["condition"] == "noisy")
                         & (summary["metric"] == "jaccard")]
         assert row["val_jaccard"] == pytest.approx(100 * noisy["mean"].iloc[0], nan_ok=True)
     vs4 = pd.read_csv(results / "table4_losses_noisy_vs_paper.csv", index_col=0, dtype=str)
     assert vs4.loc[R.LOSS_LABELS["combined"], "Dice train (paper)"] == "92.79"
     assert vs4.loc[R.LOSS_LABELS["dice"], "Dice train (paper)"] == "not in the paper"
-    assert (results / "table4_grid.png").is_file()
-    assert {p: p.stat().st_mtime for p in stamp} == stamp  # Table 4 trained nothing
+    assert (results / "table4_grid.png").is_file()  # from the committed prediction masks
+    assert len(pd.read_csv(results / "table4_tests.csv")) == 4

@@ -1,5 +1,6 @@
 """oct_seg.reporting: tables from run dirs (hand-built fixtures), paper numbers, figures."""
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def _fake_run(root, name, per_fold_val_dice, n_epochs=(3, 2)):
     return run
 
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+# the committed tables of the earlier (128 x 192, unconverged) runs
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "unconverged_128x192"
 # the paper's printed row names (tables.csv) -> our row keys, and our tables' files
 PRINTED_ROWS = {"U-Net": "unet", "Attention U-Net": "att_unet", "TransUNet": "transunet",
                 "R2 U-Net": "r2_unet", "UNet 3+": "unet3plus", "Swin-UNet": "swin_unet",
@@ -172,28 +174,166 @@ def test_experiment_configs_share_settings_and_network_kwargs_modes():
                                 n_folds=2)
     a, b = cfgs[("transunet", "dice")], cfgs[("transunet", "wbce")]
     assert a.image_size == (32, 48) and a.model_kwargs == b.model_kwargs
-    assert b.loss_kwargs == {"pos_weight": 10.0} and a.loss_kwargs == {"per_image": False}
+    assert a.loss_kwargs == b.loss_kwargs == {}  # the recipe's, resolved per fold
     assert R.run_dir_for("/x", "transunet", "dice").name == "transunet__dice"
-    assert set(R.network_kwargs("FULL")) == set(R.TABLE1_NETWORKS)
+    assert R.network_kwargs("FULL") == {m: {} for m in R.TABLE1_NETWORKS}
     with pytest.raises(ValueError, match="mode"):
         R.network_kwargs("MEDIUM")
     with pytest.raises(ValueError, match="no model kwargs"):
         R.experiment_configs([("vgg", "dice")], R.network_kwargs("QUICK"))
 
 
-def test_full_settings_reach_the_configs_and_the_settings_table():
-    full = R.experiment_configs([("unet", "dice"), ("swin_unet", "dice")],
-                                R.network_kwargs("FULL"), **R.SETTINGS["FULL"])
+def test_full_settings_are_the_default_recipe_over_the_ten_experiments():
+    full = R.experiment_configs(R.PAPER_EXPERIMENTS, R.network_kwargs("FULL"),
+                                **R.SETTINGS["FULL"])
+    assert len(full) == 10 and ("transunet", "combined") in full
+    assert sum(model == "transunet" for model, _ in full) == 5
     unet, swin = full[("unet", "dice")], full[("swin_unet", "dice")]
-    assert unet.bn_momentum == 0.9 and unet.n_folds == 5 and unet.image_size == (128, 192)
+    assert unet.native and unet.patch_size == (256, 768) and unet.epochs == 60
+    assert unet.n_folds == 5 and unet.checkpoint == "last" and unet.noise_std == 0.1
     table = R.setting_differences(unet)
-    assert table.loc["normalisation", "ours"] == "batch norm, momentum 0.9"
+    assert table.loc["resolution", "ours"].startswith("native pixel spacing: 256 x 768")
+    assert "[16, 32, 64, 128, 256]" in table.loc["widths", "ours"]
+    assert table.loc["normalisation", "ours"].startswith("batch norm, momentum 1 - 1 /")
     assert table.loc["cross-validation", "ours"] == "5-fold CV split by patient"
     assert R.setting_differences(swin).loc["normalisation", "ours"] == "no batch norm"
+    resized = R.setting_differences(R.experiment_configs(
+        [("unet", "dice")], R.network_kwargs("QUICK"), **R.SETTINGS["QUICK"])[("unet", "dice")])
+    assert resized.loc["resolution", "ours"].startswith("B-scans resized to 32 x 48")
 
 
-def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
-    """Two untrained tiny nets saved as fold models; the grid scores each against the truth."""
+def _fake_train(calls):
+    """Stands in for oct_seg.train in fill_fold: writes a finished fold as the library would
+    (config.json, splits.json, fold_K with model.keras, history, trained.json, scores,
+    fold.json) and records the call."""
+    from oct_seg.rundir import RunDir
+
+    def train(data_dir, run_dir, config, verbose=None):
+        (k,) = config.folds
+        calls.append((config.model, config.loss, k))
+        run = RunDir(run_dir)
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not run.config.is_file():
+            run.write_config(config.to_dict(), data_dir)
+            run.write_splits([{"train": ["b"], "val": ["a"]}, {"train": ["a"], "val": ["b"]}])
+        fold = run.fold(k, config.n_folds)
+        fold.path.mkdir()
+        fold.model.write_bytes(b"weights")
+        pd.DataFrame({"epoch": range(3), "dice": 0.5, "val_dice": [0.2, 0.4, 0.41],
+                      "loss": 1.0}).to_csv(fold.history, index=False)
+        fold.trained.write_text(json.dumps({"epochs_run": 3, "best_epoch": 2,
+                                            "best_val_dice": 0.41, "last_val_dice": 0.41}))
+        for cond in ("clean", "noisy"):
+            _scores(["ab"[k]], [10], [10], [0.4]).to_csv(fold.scores("val", cond), index=False)
+        fold.done.write_text(json.dumps({"fold": k}))
+    return train
+
+
+def test_fill_fold_trains_only_what_is_not_committed_and_copies_no_model(tmp_path, monkeypatch):
+    from oct_seg.reporting import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "train", _fake_train(calls))
+    monkeypatch.setattr(experiments, "write_example_predictions", lambda *a: [])
+    configs = R.experiment_configs([("unet", "dice"), ("transunet", "dice")],
+                                   R.network_kwargs("QUICK"), **R.SETTINGS["QUICK"])
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert len(R.missing_folds(results, configs)) == 4
+    dirs = R.collect_experiments(tmp_path / "data", runs, results, configs, folds=[0])
+    assert calls == [("unet", "dice", 0), ("transunet", "dice", 0)]  # fold-major
+    committed = dirs[("unet", "dice")]
+    assert committed == results / "unet__dice"
+    assert sorted(p.name for p in (committed / "fold_0").iterdir()) == [
+        "fold.json", "history.csv", "trained.json", "val_scores_clean.csv",
+        "val_scores_noisy.csv"]
+    assert (committed / "config.json").is_file() and (committed / "splits.json").is_file()
+    assert (committed / "summary.csv").is_file()  # rebuilt from the committed folds
+    assert not (committed / "curves.png").exists()  # no figure rewritten per fold
+    todo = R.missing_folds(results, configs)
+    assert list(todo["fold"]) == [1, 1]
+    assert todo["command"].iloc[0] == ("python -m oct_seg.reporting --experiment unet__dice "
+                                       "--fold 1")
+    # committed folds are read, never retrained, even when the models are gone
+    import shutil
+    shutil.rmtree(runs)
+    R.collect_experiments(tmp_path / "data", runs, results, configs, folds=[0])
+    R.collect_experiments(tmp_path / "data", runs, results, configs, train_missing=False)
+    assert len(calls) == 2
+    R.fill_fold(tmp_path / "data", runs, results, configs[("unet", "dice")], 1)
+    assert calls[-1] == ("unet", "dice", 1) and R.missing_folds(results, configs).shape[0] == 1
+    facts = R.convergence_table({"unet": committed})
+    assert list(facts["best epoch"]) == [2, 2] and list(facts["epochs run"]) == [3, 3]
+
+
+def test_committed_folds_of_another_configuration_are_refused(tmp_path, monkeypatch):
+    from oct_seg.reporting import experiments
+
+    monkeypatch.setattr(experiments, "train", _fake_train([]))
+    monkeypatch.setattr(experiments, "write_example_predictions", lambda *a: [])
+    config = R.experiment_configs([("unet", "dice")], R.network_kwargs("QUICK"),
+                                  **R.SETTINGS["QUICK"])[("unet", "dice")]
+    R.fill_fold(tmp_path, tmp_path / "runs", tmp_path / "results", config, 0)
+    other = dataclasses.replace(config, epochs=2)
+    with pytest.raises(ValueError, match=r"results/unet__dice/config.json: .*epochs: "
+                                         r"committed 1, now 2"):
+        R.fill_fold(tmp_path, tmp_path / "runs2", tmp_path / "results", other, 1)
+    with pytest.raises(ValueError, match="config.json"):
+        R.collect_experiments(tmp_path, tmp_path / "runs2", tmp_path / "results",
+                              {("unet", "dice"): other}, train_missing=False)
+
+
+def test_missing_command_lists_every_fold(tmp_path, capsys):
+    from oct_seg.reporting.__main__ import main
+
+    assert main(["--missing", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("python -m oct_seg.reporting --experiment") == 50
+    assert "--experiment swin_unet__dice --fold 4" in out
+
+
+def test_plateau_gain_and_convergence_figure(tmp_path):
+    # last window of 5 (of 12 epochs) peaks at 0.705, the epochs before at 0.70
+    v = [0.1, 0.3, 0.5, 0.6, 0.65, 0.68, 0.70, 0.69, 0.70, 0.705, 0.70, 0.70]
+    assert R.plateau_gain(v) == pytest.approx(0.005)
+    assert R.plateau_gain(v, window=9) == pytest.approx(0.705 - 0.5)  # before: 0.1, 0.3, 0.5
+    assert np.isnan(R.plateau_gain([0.1] * 5))
+    run = _fake_run(tmp_path, "unet__dice", [0.5, 0.7])
+    fig = R.convergence_figure({"unet": run, "empty": tmp_path / "absent"},
+                               out_png=tmp_path / "conv" / "c.png")
+    assert (tmp_path / "conv" / "c.png").stat().st_size > 1000 and fig is not None
+    with pytest.raises(ValueError, match="finished fold"):
+        R.convergence_figure({"x": tmp_path / "absent"})
+
+
+def test_scan_summary_and_dice_forms_by_hand(tmp_path):
+    # fold 0: (T=4, P=6, d=0.6), (T=0, P=2, d=0); fold 1: (T=10, P=10, d=0.8), (T=0, P=0, NaN)
+    f0 = _scores(["x", "y"], [4, 0], [6, 2], [0.6, 0.0])
+    f1 = _scores(["z", "w"], [10, 0], [10, 0], [0.8, np.nan])
+    s = R.scan_summary([f0, f1])
+    assert s["pooled_dice"] == pytest.approx(2 * (3 + 8) / (4 + 6 + 2 + 10 + 10))
+    assert s["per_fold_pooled"] == pytest.approx([6 / 12, 0.8])
+    assert s["fold_pooled_sd"] == pytest.approx(np.std([0.5, 0.8], ddof=1))
+    assert s["image_dice_mean"] == pytest.approx((0.6 + 0.0 + 0.8) / 3)
+    assert s["image_dice_fluid_mean"] == pytest.approx(0.7)
+    assert (s["fluid_free_scans_with_fp"], s["n_fluid_free"]) == (1, 2)
+    run = tmp_path / "transunet__combined"
+    for k, table in enumerate((f0, f1)):
+        (run / f"fold_{k}").mkdir(parents=True)
+        (run / f"fold_{k}" / "fold.json").write_text("{}")
+        table.to_csv(run / f"fold_{k}" / "val_scores_clean.csv", index=False)
+    forms = R.dice_forms({"combined": run, "wbce": tmp_path / "absent"}, "table3",
+                         labels=R.LOSS_LABELS)
+    row = forms.loc[R.LOSS_LABELS["combined"]]
+    assert row["pooled"] == f"{100 * s['pooled_dice']:.2f}" and row["scans"] == 4
+    assert row["per-image, fluid scans"] == "70.00 ± 14.14" and row["paper"] == "83.52"
+    assert forms.loc[R.LOSS_LABELS["wbce"], "pooled"] == "not available"
+    scans = R.scan_scores({"combined": run})
+    assert list(scans["fold"]) == ["fold_0", "fold_0", "fold_1", "fold_1"]
+
+
+def test_segmentation_grid_draws_the_saved_prediction_of_the_held_out_fold(tmp_path):
+    """Two untrained tiny nets saved as fold models; their example predictions are saved
+    (write_example_predictions), the models deleted, and the grid drawn from the PNGs."""
     import keras
 
     from oct_seg.data.phantom import write_phantom_dataset
@@ -207,7 +347,8 @@ def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
                                  width=56, seed=3)
     scans = read_dataset(data)
     scan = R.pick_example_scan(data)
-    runs = {}
+    i = scans.names.index(scan)
+    runs, expected = {}, {}
     for seed, name in ((1, "a"), (2, "b")):
         run = tmp_path / name
         (run / "fold_0").mkdir(parents=True)
@@ -219,15 +360,21 @@ def test_segmentation_grid_uses_the_held_out_fold_model(tmp_path):
         (run / "splits.json").write_text(json.dumps([{"train": [scan], "val": others},
                                                      {"train": others, "val": [scan]}]))
         keras.utils.set_random_seed(seed)
-        build_model("unet", input_size=(16, 24, 1), filter_num=[2, 4]).save(
-            run / "fold_1" / "model.keras")
+        model = build_model("unet", input_size=(16, 24, 1), filter_num=[2, 4])
+        model.save(run / "fold_1" / "model.keras")
+        prob = predict_probabilities(model, [scans.images[i]], image_size=(16, 24))[0]
+        expected[name] = 100 * case_scores(scans.masks[i] > 0, prob)["dice"]
+        assert R.write_example_predictions(run, 0, data) == []  # fold 0 did not hold it out
+        written = R.write_example_predictions(run, 1, data)
+        assert [p.name for p in written] == [f"example_{scan}_clean.png",
+                                             f"example_{scan}_noisy.png"]
+        (run / "fold_1" / "model.keras").unlink()
         runs[name] = run
+    runs["absent"] = tmp_path / "absent"
     fig, df = R.segmentation_grid(runs, data, out_png=tmp_path / "g.png")
     assert (tmp_path / "g.png").is_file() and list(df["fold"]) == [1, 1]
-    model = keras.saving.load_model(str(runs["b"] / "fold_1" / "model.keras"), compile=False)
-    i = scans.names.index(scan)
-    prob = predict_probabilities(model, [scans.images[i]], image_size=(16, 24))[0]
-    assert df["dice"].iloc[1] == pytest.approx(100 * case_scores(scans.masks[i] > 0, prob)["dice"],
-                                               nan_ok=True)
+    np.testing.assert_allclose(df["dice"], [expected["a"], expected["b"]])
     _, noisy = R.segmentation_grid(runs, data, noisy=True)
     assert len(noisy) == 2
+    with pytest.raises(ValueError, match="no run holds"):
+        R.segmentation_grid({"absent": tmp_path / "absent"}, data)

@@ -1,11 +1,23 @@
-"""The experiments of the paper reproduction: settings, network widths, loss options, one run
-folder per (network, loss), and running them.
+"""The experiments of the paper reproduction: which runs, their settings, and where their
+results live so that they outlive the machine that trained them.
 
-Run layout: one run directory per (network, loss) under an output root,
-``OUT/<model>__<loss>`` (:func:`run_dir_for`), written by :func:`oct_seg.train`. Table 1 (six
-networks, Dice loss), Table 3 (TransUNet, five losses, clean scans) and Table 4 (the same runs
-scored on the seeded noisy scans) all read from one root, so TransUNet + Dice is trained once
-and appears in Tables 1, 3 and 4.
+Two roots, one folder per experiment ``<model>__<loss>`` in each (:func:`run_dir_for`):
+
+* RUNS (outside the repository, e.g. ``../runs/paper``): the run folders of
+  :func:`oct_seg.train`, with the fold models. Lost with the machine.
+* RESULTS (committed, ``results/folds``): the same layout without models
+  (:meth:`oct_seg.rundir.RunDir.export_fold`): config.json, splits.json, summary.csv and
+  per fold history.csv, trained.json, fold.json and the per-scan score CSVs
+  (train / val x clean / noisy; tens of kB a fold), and in the fold that held out the
+  figures' example scan its predicted masks (example_<scan>_<condition>.png), from which the
+  segmentation grids are drawn without a model.
+
+:func:`fill_fold` makes one fold of one experiment committed: nothing when RESULTS has it,
+else it trains that fold into RUNS (resuming an interrupted one) and copies its small files to
+RESULTS. A fold costs about a CPU-hour on 2 cores, so the 50 folds of the paper's tables are
+filled one call per fold over several sessions, each committing what it finished
+(``python -m oct_seg.reporting``). Every table, figure and test of the notebooks reads
+RESULTS only; :func:`collect_experiments` is the notebooks' call.
 """
 from __future__ import annotations
 
@@ -16,24 +28,30 @@ from pathlib import Path
 import pandas as pd
 
 from oct_seg.io import write_csv
+from oct_seg.reporting.figures import write_example_predictions
+from oct_seg.reporting.paper import TABLE1_NETWORKS, TABLE3_LOSSES
 from oct_seg.rundir import RunDir
 from oct_seg.training import TrainConfig, summarize_run, train
+from oct_seg.training.config import identity
 
-# Batch norm on (the paper does not say; keras-unet-collection's batch_norm=True option) with
-# momentum 0.9 (TrainConfig.bn_momentum): an earlier FULL attempt without it collapsed to the
-# all-zero or all-fluid output, and one with Keras' default momentum 0.99 failed because after
-# ~200 optimiser steps the moving statistics were still far from the batch statistics, so every
-# net in inference mode marked the whole B-scan as fluid while its training Dice rose.
-# Swin-UNet has layer norm only (no batch_norm argument).
-_FULL_NETS = {
-    "unet": dict(filter_num=[8, 16, 32, 64], batch_norm=True),
-    "att_unet": dict(filter_num=[8, 16, 32, 64], batch_norm=True),
-    "r2_unet": dict(filter_num=[8, 16, 32, 64], batch_norm=True),
-    "unet3plus": dict(filter_num_down=[8, 16, 32, 64], batch_norm=True),
-    "transunet": dict(filter_num=[8, 16, 32, 64], embed_dim=32, num_mlp=64, num_heads=2,
-                      num_transformer=2, patch_size=(2, 2), batch_norm=True),
-    "swin_unet": dict(filter_num_begin=16, depth=3, num_heads=[2, 4, 4],
-                      window_size=[4, 2, 2], num_mlp=64, patch_size=(4, 4)),
+# The ten trained experiments: Table 1's six networks with the Dice loss, and TransUNet with
+# the four other losses of Table 3 (TransUNet + Dice is shared). Table 4 is the noisy scoring
+# of Table 3's runs: every fold scores its model on clean and on seeded noisy scans.
+PAPER_EXPERIMENTS = (*((m, "dice") for m in TABLE1_NETWORKS),
+                     *(("transunet", loss) for loss in TABLE3_LOSSES if loss != "dice"))
+
+# Training settings beyond TrainConfig's defaults.
+# FULL: the default recipe (oct_seg.training.recipe: native 256 x 768 patches, widths 16-256,
+#   60 epochs of a cosine schedule, the last epoch kept) with the paper's 5 folds; the noisy
+#   condition is additive Gaussian noise of std 0.1 on [0, 1] images. On the accuracy
+#   benchmark's fold 0 (U-Net) validation Dice rose by 0.005 over the last 10 of 60 epochs.
+# QUICK: one epoch of tiny nets at 32 x 48, a smoke run of the notebooks' code; the output
+#   bias starts at 0.5 (not the fluid prior) so that such a run still marks fluid and its
+#   tables differ between the clean and the noisy condition.
+SETTINGS = {
+    "FULL": dict(n_folds=5, seed=0, noise_std=0.1),
+    "QUICK": dict(image_size=(32, 48), epochs=1, n_folds=2, batch_size=4, learning_rate=2e-3,
+                  noise_std=0.1, seed=0, prior_bias=False),
 }
 _QUICK_NETS = {
     "unet": dict(filter_num=[4, 8, 16]),
@@ -45,92 +63,116 @@ _QUICK_NETS = {
     "swin_unet": dict(filter_num_begin=8, depth=2, num_heads=[2, 2], window_size=[2, 2],
                       num_mlp=16, patch_size=(2, 2)),
 }
-# The paper does not publish its WBCE class weight. Duke DME has a fluid fraction f ~ 0.0088,
-# i.e. (1 - f) / f ~ 113; a weight that large makes p > 0.5 wherever fluid is merely 1 %
-# likely (over-segmentation at the 0.5 threshold), so we fix w = 10 ~ sqrt(113) a priori
-# (not tuned on any result) for the WBCE row and the WBCE term of the combined loss.
-# Overlap losses are computed over the whole batch (per_image=False: keras-unet-collection's
-# form, which the paper's nets come from). With per_image=True a FULL attempt collapsed: 26 of
-# the 88 scans are empty, an all-zero output gives them loss 0 while every fluid scan's loss sits
-# at 1 whatever is predicted, and U-Net, Attention U-Net and R2 U-Net fell into that all-zero
-# state within ~5 epochs (best epochs 0-1).
-_BATCH = {"per_image": False}
-LOSS_KWARGS = {"dice": dict(_BATCH), "focal_tversky": dict(_BATCH),
-               "wbce": {"pos_weight": 10.0}, "tversky": dict(_BATCH),
-               "combined": {"pos_weight": 10.0, **_BATCH}}
-
-
-# Training settings of the real runs and of the test-suite runs (QUICK). FULL is what the
-# 2-core CPU finishes for all ten experiments x 5 folds in about 1.5 h (two trainings at a
-# time, one thread each; a U-Net fold of 20 epochs takes ~2 min there).
-# learning_rate 1e-3 (the TrainConfig default): at 2e-3 a narrow U-Net with Dice loss collapsed
-# to an all-zero output within ~40 steps even when over-fitting 8 fluid-rich scans.
-SETTINGS = {
-    "FULL": dict(image_size=(128, 192), epochs=20, n_folds=5, batch_size=4, learning_rate=1e-3,
-                 patience=20, noise_std=0.1, seed=0, bn_momentum=0.9),
-    # QUICK: one epoch of tiny nets, a smoke run of the notebooks' code; the output bias starts
-    # at 0.5 (not the fluid prior) so that such a run still marks fluid and its tables differ
-    # between the clean and the noisy condition
-    "QUICK": dict(image_size=(32, 48), epochs=1, n_folds=2, batch_size=4, learning_rate=2e-3,
-                  patience=6, noise_std=0.1, seed=0, prior_bias=False),
-}
 
 
 def network_kwargs(mode: str = "FULL") -> dict:
-    """Builder kwargs per network: "FULL" (narrow CPU widths of the real runs; input H, W
-    multiples of 32) or "QUICK" (tiny test nets; H, W multiples of 8)."""
+    """Builder kwargs per network on top of the recipe's: "FULL" none (the recipe's CPU
+    widths, oct_seg.training.recipe.NETWORK_KWARGS) or "QUICK" (tiny test nets; H, W
+    multiples of 8)."""
     mode = str(mode).upper()
-    if mode not in ("FULL", "QUICK"):
+    if mode not in SETTINGS:
         raise ValueError(f"mode must be 'FULL' or 'QUICK', got {mode!r}")
-    table = _FULL_NETS if mode == "FULL" else _QUICK_NETS
-    return {k: dict(v) for k, v in table.items()}
+    return {m: dict(_QUICK_NETS[m]) if mode == "QUICK" else {} for m in TABLE1_NETWORKS}
 
 
-def run_dir_for(out_dir, model: str, loss: str) -> Path:
-    """The run directory of one (network, loss) experiment: OUT/<model>__<loss>."""
-    return Path(out_dir) / f"{model}__{loss}"
+def experiment_name(model: str, loss: str) -> str:
+    """The folder name of one experiment: <model>__<loss>."""
+    return f"{model}__{loss}"
 
 
-def experiment_configs(pairs, model_kwargs: dict, loss_kwargs=None, **fields) -> dict:
+def run_dir_for(root, model: str, loss: str) -> Path:
+    """The folder of one (network, loss) experiment under a RUNS or RESULTS root."""
+    return Path(root) / experiment_name(model, loss)
+
+
+def experiment_configs(pairs, model_kwargs: dict, **fields) -> dict:
     """{(model, loss): TrainConfig} for each (model, loss) pair, sharing every other setting.
 
-    model_kwargs: {model: builder kwargs} (see network_kwargs); loss_kwargs: {loss: kwargs},
-    default LOSS_KWARGS. fields: the other TrainConfig fields (e.g. SETTINGS[mode]), shared by
-    every experiment; noise_std is the std of the seeded additive Gaussian noise of the noisy
-    test condition (images in [0, 1]).
+    model_kwargs: {model: builder kwargs} (see network_kwargs); fields: the other TrainConfig
+    fields (e.g. SETTINGS[mode]), shared by every experiment. Loss options are the recipe's
+    (batch-level overlap terms, BCE weight from the training masks; each fold's trained.json
+    keeps the values used).
     """
-    loss_kwargs = LOSS_KWARGS if loss_kwargs is None else loss_kwargs
     out = {}
     for model, loss in pairs:
         if model not in model_kwargs:
             raise ValueError(f"no model kwargs for {model!r}; have {sorted(model_kwargs)}")
-        out[(model, loss)] = TrainConfig(
-            model=model, model_kwargs=dict(model_kwargs[model]), loss=loss,
-            loss_kwargs=dict(loss_kwargs.get(loss, {})), **fields)
+        out[(model, loss)] = TrainConfig(model=model, model_kwargs=dict(model_kwargs[model]),
+                                         loss=loss, **fields)
     return out
 
 
-def run_experiments(data_dir, out_dir, configs: dict, folds=None, verbose=2) -> dict:
-    """Train / resume every config into run_dir_for(out_dir, model, loss); returns run dirs.
+def check_committed(result_dir, config: TrainConfig) -> None:
+    """ValueError naming RESULT_DIR/config.json when the committed folds there were trained
+    with another configuration than ``config`` (their results must not mix)."""
+    run = RunDir(result_dir)
+    if not run.config.is_file():
+        return
+    old = identity(TrainConfig.from_dict(run.read_config()).to_dict())
+    new = identity(config.to_dict())
+    diff = [f"{k}: committed {old.get(k)!r}, now {new.get(k)!r}" for k in new
+            if old.get(k) != new.get(k)]
+    if diff:
+        raise ValueError(f"{run.config}: the committed folds have another configuration "
+                         f"({'; '.join(diff)}); move them away or choose another results root")
 
-    Fold-major order (fold 0 of every experiment, then fold 1, ...), so a run cut short
-    leaves every experiment with the same folds. Finished folds are skipped by the library,
-    so calling this on finished run dirs only reads them.
+
+def fill_fold(data_dir, runs_root, results_root, config: TrainConfig, k: int,
+              verbose=2) -> Path:
+    """Fold k of config's experiment in RESULTS: as committed, or trained now.
+
+    When RESULTS/<model>__<loss>/fold_k/fold.json is absent: trains (or resumes) fold k into
+    RUNS/<model>__<loss> with oct_seg.train, saves the fold's prediction of the figures'
+    example scan if it held that scan out (figures.write_example_predictions), copies its
+    small files to RESULTS and rebuilds RESULTS' summary.csv. Returns the
+    RESULTS experiment folder.
     """
-    dirs = {key: run_dir_for(out_dir, *key) for key in configs}
+    run = RunDir(run_dir_for(runs_root, config.model, config.loss))
+    result = RunDir(run_dir_for(results_root, config.model, config.loss))
+    check_committed(result.path, config)
+    if result.fold(k, config.n_folds).finished:
+        return result.path
+    train(data_dir, run.path, dataclasses.replace(config, folds=[k]), verbose=verbose)
+    if result.splits.is_file() and result.read_splits() != run.read_splits():
+        raise ValueError(f"{result.splits}: the committed folds split the patients otherwise "
+                         f"than {run.splits} (another data folder?); not copied")
+    write_example_predictions(run.path, k, data_dir, result.fold(k, config.n_folds).path)
+    run.export_fold(k, config.n_folds, result.path)  # fold.json last: the fold is complete
+    summarize_run(result.path, curves=False)  # the notebooks draw the curves
+    return result.path
+
+
+def collect_experiments(data_dir, runs_root, results_root, configs: dict, folds=None,
+                        train_missing=True, verbose=2) -> dict:
+    """{(model, loss): RESULTS experiment folder} for every config, filling each missing fold
+    with fill_fold when train_missing (fold-major: fold 0 of every experiment first, so a
+    session cut short leaves the experiments with the same folds); with train_missing False
+    only reads what is committed (missing_folds lists the rest)."""
     n_folds = {cfg.n_folds for cfg in configs.values()}
     if len(n_folds) != 1:
         raise ValueError(f"all configs must share n_folds; got {sorted(n_folds)}")
     folds = range(n_folds.pop()) if folds is None else folds
-    for k in folds:
-        for key, cfg in configs.items():
-            if RunDir(dirs[key]).fold(k, cfg.n_folds).finished:
-                continue
-            train(data_dir, dirs[key], dataclasses.replace(cfg, folds=[k]), verbose=verbose)
-    for d in dirs.values():
-        if d.is_dir() and not RunDir(d).summary.is_file():
-            summarize_run(d)
-    return dirs
+    for cfg in configs.values():
+        check_committed(run_dir_for(results_root, cfg.model, cfg.loss), cfg)
+    if train_missing:
+        for k in folds:
+            for cfg in configs.values():
+                fill_fold(data_dir, runs_root, results_root, cfg, k, verbose=verbose)
+    return {key: run_dir_for(results_root, *key) for key in configs}
+
+
+def missing_folds(results_root, configs: dict) -> pd.DataFrame:
+    """The (experiment, fold) pairs not committed under RESULTS, with the command that
+    fills each (columns experiment, fold, command); empty when all are there."""
+    rows = []
+    for (model, loss), cfg in configs.items():
+        result = RunDir(run_dir_for(results_root, model, loss))
+        for k in range(cfg.n_folds):
+            if not result.fold(k, cfg.n_folds).finished:
+                rows.append({"experiment": experiment_name(model, loss), "fold": k,
+                             "command": "python -m oct_seg.reporting --experiment "
+                                        f"{experiment_name(model, loss)} --fold {k}"})
+    return pd.DataFrame(rows, columns=["experiment", "fold", "command"])
 
 
 def subset_data(data_dir, out_dir, subjects) -> Path:

@@ -125,10 +125,18 @@ setting of the runs shown beside the paper's.
 * **Scale.** The paper: 512 x 512 inputs, full widths (TransUNet per its Table 2; for the
   others we assume keras-unet-collection's 64-1024 filters), 100 epochs for every network of
   Table 1 (no epoch count for Tables 3-4), Python 3.9 on two GeForce GTX 1080 Ti GPUs. Ours
-  (FULL): inputs resized to 128 x 192 (probabilities resized back and scored at the original
-  496 x 768, so the smallest cysts are partly lost), 4 levels of 8-64 filters (100-1000x
-  fewer weights), 20 epochs of 17 steps on a 2-core CPU. Read our numbers as a small-budget
-  comparison, not as what the architectures can reach.
+  (FULL, oct_seg's default recipe, `oct_seg/training/recipe.py`): native pixel spacing
+  (256 x 768 patches for training, whole 496 x 768 B-scans predicted, so a 2-pixel cyst stays
+  2 pixels), 16-256 filters over 5 levels (TransUNet: the same CNN with the paper's Table 2
+  transformer; Swin-UNet 16 channels, 3 levels), 60 epochs of 17-20 steps on a 2-core CPU,
+  1-1.5 CPU-hours per U-Net fold (BENCHMARKS.md, Accuracy). **The paper's widths and
+  512 x 512 do not fit 2 cores:** BENCHMARKS.md measures training of the paper-width U-Net
+  at 512 x 512 at ~0.05 B-scans per second (~20 minutes per epoch of 66 training B-scans,
+  ~20 h per 60-epoch fold, ~1000 h for the 50 folds), against ~0.9 per second for our widths
+  at the same size. We chose the largest setting whose 50 folds fit in days on this machine
+  and whose validation Dice plateaued within the schedule on the fold measured so far (U-Net,
+  fold 0 of the accuracy benchmark: +0.005 over the last 10 of 60 epochs); the convergence
+  section shows it for every fold.
 * **Cross-validation.** The paper: an 80 / 20 split and 5-fold cross-validation, curves
   averaged over the folds; it does not say whether the folds were split by patient, nor
   whether sub-images of one B-scan could fall in different folds. Ours: 5 folds split by
@@ -136,21 +144,19 @@ setting of the runs shown beside the paper's.
   fold-to-fold spread is large.
 * **Settings the paper does not state:** optimiser, learning rate, batch size, normalisation,
   the weights alpha / beta / gamma of the combined loss, the focal Tversky parameters and the
-  WBCE weight. Ours are in the settings table after the results and `reporting.LOSS_KWARGS`.
+  WBCE weight. Ours are the recipe's (`oct_seg.training.recipe`); each fold's `trained.json`
+  records the values it used (e.g. the WBCE weight from its training masks).
 * **Noise.** The paper adds Gaussian noise in the pixel domain to make a second data set and
   does not give its standard deviation. Ours: std 0.1 on [0, 1] intensities, seeded per
   B-scan, added at test time to models trained on clean B-scans.
-* **Model selection.** Each fold keeps the epoch with the best validation Dice (the paper does
-  not say how it selected); this flatters the validation column somewhat.
-* **Batch norm and whole-batch losses.** Batch norm with momentum 0.9 and Dice / Tversky /
-  focal Tversky computed over the whole batch (`per_image=False`, keras-unet-collection's form)
-  were chosen after four discarded FULL attempts, each of which left the networks at the
-  trivial floor (all-zero or all-fluid output): (1) no batch norm, 96 x 160, batch 2, 12
-  epochs, 2-fold CV; (2) batch norm with Keras' default momentum 0.99, whose moving statistics
-  had not caught up after ~200 steps, so in inference mode every net marked the whole scan as
-  fluid; (3) learning rate 2e-3 (collapse to all-zero); (4) the overlap losses averaged per
-  B-scan (`per_image=True`): an all-zero output scores the 26 empty scans perfectly while a
-  fluid scan's loss stays near 1 whatever is predicted, and the nets settled there.
+* **Model selection.** The paper does not say how it selected a model. Ours: the last epoch of
+  a fixed schedule, so the validation patients choose nothing; the epoch with the best
+  validation Dice is reported only to show whether a run had plateaued.
+* **Batch norm and whole-batch losses.** Batch norm on (momentum from the steps per epoch),
+  Dice / Tversky / focal Tversky computed over the whole batch (`per_image=False`), the WBCE
+  weight the square root of the class ratio and the output bias at the fluid prior: each fixes
+  a way earlier runs collapsed to the trivial all-zero or all-fluid output (reasons and
+  measurements in `oct_seg/training/recipe.py`).
 * **Metric.** Dice / Jaccard per B-scan at original size, averaged over a fold's scans, then
   mean ± sample std over folds ("ours"); a scan with empty truth and empty prediction is
   skipped, an empty-truth scan with any predicted fluid scores 0. "pooled" sums TP / FP / FN

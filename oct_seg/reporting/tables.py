@@ -1,5 +1,9 @@
-"""Tables of our runs beside the paper: per-run results (per-image and pooled), run facts, the
-trivial baseline, the comparison with the published numbers and the protocol differences.
+"""Tables of our runs beside the paper: per-run results (per-image and pooled), run facts and
+convergence, the per-scan scores and their three Dice forms, the trivial baseline, the
+comparison with the published numbers and the protocol differences.
+
+Every function reads run folders (RunDir layout); the committed results/folds folders have
+that layout without models, so all of this works from committed files alone.
 
 Scores (fractions in [0, 1] in files; percent in the tables returned here):
 * ``per-image`` -- mean over a fold's scans of each scan's Dice / Jaccard at its original
@@ -17,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from oct_seg.io import write_csv as atomic_csv
+from oct_seg.metrics import pooled_from_table
 from oct_seg.reporting.paper import paper_row
 from oct_seg.rundir import RunDir
+from oct_seg.training.recipe import network_kwargs as recipe_network_kwargs
 
 
 def run_summary(run_dir) -> pd.DataFrame:
@@ -112,6 +118,127 @@ def run_facts(run_dirs: dict, labels: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("run")
 
 
+def plateau_gain(val_dice, window: int | None = None) -> float:
+    """How much the validation Dice rose in the last ``window`` epochs: max over them minus
+    max over the epochs before (NaN with fewer than window + 1 epochs).
+
+    window None: max(5, epochs // 6), 10 of the recipe's 60 epochs. A gain below
+    PLATEAU_GAIN counts as plateaued: on the accuracy benchmark's fold 0 (U-Net, 60 epochs)
+    the gain was 0.005 while the epoch-to-epoch wobble of the last 10 epochs was ~0.005.
+    """
+    v = np.asarray(val_dice, dtype=float)
+    window = max(5, len(v) // 6) if window is None else int(window)
+    if len(v) <= window:
+        return float("nan")
+    return float(np.nanmax(v[-window:]) - np.nanmax(v[:-window]))
+
+
+PLATEAU_GAIN = 0.01  # Dice (fraction): below it the last window added nothing that shows
+
+
+def convergence_table(run_dirs: dict, labels: dict | None = None) -> pd.DataFrame:
+    """Per run and finished fold: epochs run, the best epoch by validation Dice (0-based,
+    from trained.json) with its Dice, the last epoch's Dice, the gain of the last window
+    (plateau_gain) and whether it plateaued (gain < PLATEAU_GAIN)."""
+    rows = []
+    for key, run_dir in run_dirs.items():
+        for fold in RunDir(run_dir).finished_folds():
+            trained = fold.read_trained() if fold.trained.is_file() else {}
+            hist = fold.read_history()
+            gain = (plateau_gain(hist["val_dice"]) if hist is not None and "val_dice" in hist
+                    else float("nan"))
+            rows.append({"run": (labels or {}).get(key, key), "fold": fold.name,
+                         "epochs run": trained.get("epochs_run"),
+                         "best epoch": trained.get("best_epoch"),
+                         "best val Dice": trained.get("best_val_dice", float("nan")),
+                         "last val Dice": trained.get("last_val_dice", float("nan")),
+                         "gain, last window": gain,
+                         "plateaued": bool(gain < PLATEAU_GAIN) if np.isfinite(gain) else None})
+    columns = ["run", "fold", "epochs run", "best epoch", "best val Dice", "last val Dice",
+               "gain, last window", "plateaued"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def scan_scores(run_dirs: dict, condition: str = "clean", part: str = "val") -> pd.DataFrame:
+    """Every scan's scores under each run, long form: one row per (run, scan) with columns
+    run (the key of run_dirs), fold, and the score table's (name, subject, dice, ...,
+    truth_pixels, pred_pixels). part "val": each scan scored once, by the fold model that
+    did not train on its patient."""
+    frames = []
+    for key, run_dir in run_dirs.items():
+        for fold in RunDir(run_dir).finished_folds():
+            path = fold.scores(part, condition)
+            if not path.is_file():
+                raise ValueError(f"{path} is missing: the fold finished without its "
+                                 f"{part} / {condition} scores")
+            table = pd.read_csv(path)
+            table.insert(0, "fold", fold.name)
+            table.insert(0, "run", [key] * len(table))
+            frames.append(table)
+    if not frames:
+        return pd.DataFrame(columns=["run", "fold", "name", "dice", "truth_pixels",
+                                     "pred_pixels"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def scan_summary(per_fold: list) -> dict:
+    """Three forms of Dice (fractions) over the score tables of a run's folds (one per fold).
+
+    pooled_dice: TP, FP, FN summed over every scan of every fold; fold_pooled_mean / _sd:
+    one pooled Dice per fold, then mean and sample sd; image_dice_mean: mean of the per-scan
+    Dice (scans with empty truth and prediction skipped, an empty-truth scan with any fluid
+    predicted scores 0); image_dice_fluid_mean / _sd: the same over fluid-positive scans only
+    (truth_pixels > 0); fp_pixels_fluid_free and fluid_free_scans_with_fp: predicted area on
+    the n_fluid_free scans without fluid.
+    """
+    scans = pd.concat(per_fold, ignore_index=True)
+    fluid = scans[scans["truth_pixels"] > 0]
+    empty = scans[scans["truth_pixels"] == 0]
+    per_fold_pooled = [pooled_from_table(t)["dice"] for t in per_fold]
+    return {"scans": len(scans), "pooled_dice": pooled_from_table(scans)["dice"],
+            "fold_pooled_mean": float(np.mean(per_fold_pooled)),
+            "fold_pooled_sd": float(np.std(per_fold_pooled, ddof=1)) if len(per_fold) > 1
+            else float("nan"),
+            "image_dice_mean": float(scans["dice"].mean()),
+            "image_dice_fluid_mean": float(fluid["dice"].mean()),
+            "image_dice_fluid_sd": float(fluid["dice"].std(ddof=1)),
+            "fp_pixels_fluid_free": float(empty["pred_pixels"].mean()),
+            "fluid_free_scans_with_fp": int((empty["pred_pixels"] > 0).sum()),
+            "n_fluid_free": len(empty), "per_fold_pooled": per_fold_pooled}
+
+
+def dice_forms(run_dirs: dict, table: str, condition: str = "clean",
+               labels: dict | None = None) -> pd.DataFrame:
+    """Validation Dice (percent) of each run in three forms side by side, over every
+    cross-validated scan (scan_summary), beside the paper's validation Dice (paper_row).
+
+    Columns: scans, pooled, pooled per fold (mean ± sd), per-image (all scans), per-image
+    (fluid scans), paper, paper source. Runs with no finished fold read "not available".
+    """
+    scans = scan_scores(run_dirs, condition)
+    rows = []
+    for key in run_dirs:
+        mine = scans[scans["run"] == key]
+        cells, source = paper_row(table, key)
+        paper = cells.get("val_dice")
+        rec = {"": (labels or {}).get(key, key), "scans": len(mine),
+               "paper": "not in the paper" if paper is None
+               else np.format_float_positional(paper, min_digits=2),
+               "paper source": source}
+        if len(mine):
+            s = scan_summary([f for _, f in mine.groupby("fold", sort=True)])
+            rec.update({"pooled": _fmt(100 * s["pooled_dice"]),
+                        "pooled per fold": _fmt(100 * s["fold_pooled_mean"],
+                                                100 * s["fold_pooled_sd"]),
+                        "per-image": _fmt(100 * s["image_dice_mean"]),
+                        "per-image, fluid scans": _fmt(100 * s["image_dice_fluid_mean"],
+                                                       100 * s["image_dice_fluid_sd"])})
+        rows.append(rec)
+    columns = ["", "scans", "pooled", "pooled per fold", "per-image", "per-image, fluid scans",
+               "paper", "paper source"]
+    return pd.DataFrame(rows, columns=columns).fillna("not available").set_index("")
+
+
 def trivial_baseline(data_dir) -> pd.DataFrame:
     """Dice / Jaccard (percent) of marking every pixel of every B-scan as fluid, from
     index.csv's fluid fractions: the floor a network must beat. Per-image form (mean over scans;
@@ -165,7 +292,17 @@ def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), Te
     config: a TrainConfig (or its dict) of our runs.
     """
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    h, w = cfg["image_size"]
+    widths = recipe_network_kwargs(cfg["model"], cfg["model_kwargs"])
+    if cfg["image_size"] is None:
+        ph, pw = cfg["patch_size"]
+        resolution = (f"native pixel spacing: {ph} x {pw} patches for training, whole B-scans "
+                      "predicted and scored at their original 496 x 768")
+    else:
+        h, w = cfg["image_size"]
+        resolution = f"B-scans resized to {h} x {w} for training; scored at the original 496 x 768"
+    momentum = {"auto": "momentum 1 - 1 / steps per epoch in [0.9, 0.99]",
+                None: "Keras' momentum 0.99"}.get(cfg["bn_momentum"],
+                                                  f"momentum {cfg['bn_momentum']}")
     n_subjects, data = None, "Duke DME (Chiu et al. 2015), grader 1 fluid masks"
     if data_dir is not None and (Path(data_dir) / "index.csv").is_file():
         index = pd.read_csv(Path(data_dir) / "index.csv")
@@ -175,22 +312,22 @@ def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), Te
     rows = [
         ("data", "the authors' set: 194 Cirrus B-scans with fluid + 185 normal, augmented "
          "(rotation, shift, crop) to ~2000 sub-images", data),
-        ("resolution", "B-scans resized to 512 x 512",
-         f"B-scans resized to {h} x {w} for training; scored at the original 496 x 768"),
+        ("resolution", "B-scans resized to 512 x 512", resolution),
         ("cross-validation", "80 / 20 split, 5-fold CV (split by patient: not stated)",
          f"{cfg['n_folds']}-fold CV split by patient" + ("" if n_subjects is None else
          f" ({n_subjects} patients: {n_subjects // cfg['n_folds']}-"
          f"{-(-n_subjects // cfg['n_folds'])} per validation fold)")),
         ("epochs", "100 for Table 1; not stated for Tables 3-4",
+         f"{cfg['epochs']}, the last epoch is the fold's model (the best epoch is reported "
+         "to show the plateau, not chosen)" if cfg["checkpoint"] == "last" else
          (f"{cfg['epochs']}, no early stopping" if cfg["patience"] >= cfg["epochs"] else
           f"at most {cfg['epochs']} (early stopping on val Dice, patience {cfg['patience']})")
          + "; the best-validation-Dice epoch is the fold's model"),
         ("widths", "keras-unet-collection widths (assumed), e.g. TransUNet filter_num "
          "[64, 128, 256, 512, 1024], embed 96, MLP 384 (paper Table 2)",
-         f"narrow CPU widths: {cfg['model']} kwargs {cfg['model_kwargs']} (this run)"),
+         f"narrow CPU widths: {cfg['model']} kwargs {widths} (this run)"),
         ("normalisation", "not stated in the paper",
-         "batch norm" + (f", momentum {cfg['bn_momentum']}" if cfg.get("bn_momentum") else "")
-         if cfg["model_kwargs"].get("batch_norm") else "no batch norm"),
+         f"batch norm, {momentum}" if widths.get("batch_norm") else "no batch norm"),
         ("optimiser", "not stated in the paper (nor learning rate, batch size)",
          f"Adam, lr {cfg['learning_rate']} with 1 warm-up epoch + cosine decay, batch "
          f"{cfg['batch_size']}, augmentation {'on' if cfg['augment'] else 'off'}"),

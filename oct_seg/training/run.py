@@ -83,8 +83,10 @@ def _prepare_run_dir(run: RunDir, data_dir: Path, config: TrainConfig, splits, o
     run.write_config(config.to_dict(), data_dir)
 
 
-def summarize_run(run_dir) -> pd.DataFrame:
-    """Rebuild RUN_DIR/summary.csv and curves.png from the finished folds; return the summary.
+def summarize_run(run_dir, curves: bool = True) -> pd.DataFrame:
+    """Rebuild RUN_DIR/summary.csv and (curves) curves.png from the finished folds; return the
+    summary. curves False: the table only (a committed results folder, where a figure
+    rewritten after every fold would swell the history).
 
     Per fold and condition the score is the mean over its scans (summarize_scores); the table
     gives mean and sample std (ddof=1) of those over folds, plus each fold's value.
@@ -111,8 +113,9 @@ def summarize_run(run_dir) -> pd.DataFrame:
     summary = summary.reset_index().sort_values(
         ["set", "condition", "metric"], key=lambda s: s.map(order)).reset_index(drop=True)
     write_csv(run.summary, summary)
-    histories = {fold.name: fold.read_history() for fold in folds if fold.history.is_file()}
-    plot_curves(histories, run.curves)
+    if curves:
+        histories = {fold.name: fold.read_history() for fold in folds if fold.history.is_file()}
+        plot_curves(histories, run.curves)
     return summary
 
 

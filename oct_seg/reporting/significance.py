@@ -1,0 +1,143 @@
+"""Paired tests of the paper's claims across B-scans: is the proposed run's per-scan Dice
+higher than each other run's on the same scans?
+
+The paper claims TransUNet beats every other network (Table 1) and the proposed combined loss
+beats every other loss, on clean (Table 3) and noisy (Table 4) B-scans. Each claim is tested
+with the Wilcoxon signed-rank test on the per-scan validation Dice of the two runs, paired by
+scan (each scan predicted by the fold model that did not train on its patient; both runs
+share the folds), and the p-values of one table's comparisons are Holm-corrected together.
+
+Choices, and why:
+* Per-scan Dice of a scan with empty truth: 1 when the prediction is empty too, 0 when any
+  fluid is predicted (:func:`paired_dice`). The score files leave the empty/empty case
+  undefined (NaN, skipped by the per-image mean); a paired test must count it, else a run
+  that marks fluid on healthy scans would lose those pairs instead of being penalised.
+* Zero differences (both runs equally right or wrong on a scan; common: 26 of Duke's 88 scans
+  are fluid-free) carry no sign and are dropped before ranking (scipy's
+  ``zero_method="wilcox"``); ``n`` counts all pairs, ``n_nonzero`` the ones tested.
+* Two-sided p-value (scipy's ``method="auto"``: exact for small n without ties, the normal
+  approximation with tie correction otherwise); the direction comes from the rank sums.
+* With fewer than MIN_PAIRS nonzero differences the test is not run: with 5 pairs the
+  smallest two-sided exact p is 2 / 2^5 = 0.0625, so no result could reach ALPHA.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from oct_seg.reporting.tables import scan_scores
+
+ALPHA = 0.05  # family-wise error rate per table (Holm)
+MIN_PAIRS = 6  # smallest n whose exact two-sided p can fall below ALPHA (2 / 2^6 = 0.031)
+
+
+def paired_dice(scans: pd.DataFrame, runs) -> pd.DataFrame:
+    """Per-scan Dice, one column per run of ``runs``, one row per scan name (scans that every
+    run scored; an empty-truth scan scores 1 with an empty prediction, else 0).
+
+    scans: tables.scan_scores output (columns run, name, dice, truth_pixels, pred_pixels).
+    """
+    dice = scans["dice"].to_numpy(float)
+    both_empty = (scans["truth_pixels"] == 0) & (scans["pred_pixels"] == 0)
+    scans = scans.assign(dice=np.where(both_empty, 1.0, np.nan_to_num(dice, nan=0.0)))
+    wide = scans.pivot_table(index="name", columns="run", values="dice", aggfunc="first")
+    missing = [r for r in runs if r not in wide.columns]
+    if missing:
+        raise ValueError(f"no per-scan scores for {missing}; have {list(wide.columns)}")
+    return wide[list(runs)].dropna()
+
+
+def wilcoxon_pair(a, b) -> dict:
+    """Wilcoxon signed-rank test of a - b over paired values (e.g. per-scan Dice).
+
+    Returns n (pairs), n_nonzero (pairs with a != b, the ones ranked), median_diff (median of
+    a - b over all pairs), w_plus / w_minus (rank sums of the positive / negative
+    differences), p (two-sided; NaN when n_nonzero < MIN_PAIRS).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D of one length, got shapes {a.shape}, {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("a and b must be finite (drop unpaired scans first)")
+    d = np.round(a - b, 12)  # differences equal up to float error tie (and zeros are zero)
+    nonzero = d[d != 0]
+    ranks = stats.rankdata(np.abs(nonzero))
+    out = {"n": int(d.size), "n_nonzero": int(nonzero.size),
+           "median_diff": float(np.median(d)) if d.size else float("nan"),
+           "w_plus": float(ranks[nonzero > 0].sum()), "w_minus": float(ranks[nonzero < 0].sum()),
+           "p": float("nan")}
+    if nonzero.size >= MIN_PAIRS:
+        out["p"] = float(stats.wilcoxon(d, zero_method="wilcox",
+                                        alternative="two-sided").pvalue)
+    return out
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (same order as given; NaN stays NaN and does not
+    count among the m tests): sorted p_(i) times (m - i), made monotone, capped at 1."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m, running = len(order), 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
+
+
+def verdict(row: dict, reference: str, other: str) -> str:
+    """Plain-language verdict on the claim "reference is better than other" from one
+    comparison (wilcoxon_pair's fields and p_holm)."""
+    n = f"n={row['n']}, {row['n_nonzero']} differ"
+    if row["n_nonzero"] < MIN_PAIRS:
+        return (f"not testable: only {row['n_nonzero']} scans differ (need {MIN_PAIRS}; "
+                f"n={row['n']})")
+    p = row["p_holm"]
+    if p >= ALPHA:
+        return f"no significant difference (Holm p={p:.2g}, {n})"
+    if row["w_plus"] > row["w_minus"]:
+        return f"supported: {reference} higher (Holm p={p:.2g}, {n})"
+    return f"not supported: {other} higher (Holm p={p:.2g}, {n})"
+
+
+def claim_tests(scans: pd.DataFrame, reference, others, labels: dict | None = None,
+                fluid_only: bool = False) -> pd.DataFrame:
+    """The claim "reference beats each of others" tested per pair on per-scan Dice.
+
+    scans: tables.scan_scores output holding every run; fluid_only: only the scans with
+    fluid in the truth. One row per other run: n, n_nonzero, median_diff (percent points,
+    reference minus other), p, p_holm (over these comparisons), verdict.
+    """
+    if fluid_only:
+        fluid = scans.groupby("name")["truth_pixels"].max() > 0
+        scans = scans[scans["name"].isin(fluid[fluid].index)]
+    labels = labels or {}
+    wide = paired_dice(scans, [reference, *others])
+    rows = [{"comparison": f"{labels.get(reference, reference)} vs {labels.get(o, o)}",
+             **wilcoxon_pair(wide[reference], wide[o])} for o in others]
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(table["p"]) if len(table) else []
+    table["verdict"] = [verdict(r, labels.get(reference, reference), labels.get(o, o))
+                        for r, o in zip(table.to_dict("records"), others)]
+    table["median_diff"] = 100.0 * table["median_diff"]
+    return table.drop(columns=["w_plus", "w_minus"]).set_index("comparison")
+
+
+def claim_table(run_dirs: dict, reference, condition: str = "clean",
+                labels: dict | None = None) -> pd.DataFrame:
+    """The tests of one paper table: claim_tests of ``reference`` against every other run of
+    run_dirs on the validation scans under ``condition``, over all scans and over the
+    fluid-positive ones (index: scans, comparison). Runs without a finished fold are left out;
+    without the reference, or with nothing to compare it with, the table is empty."""
+    scans = scan_scores(run_dirs, condition)
+    present = [key for key in run_dirs if (scans["run"] == key).any()]
+    others = [key for key in present if key != reference]
+    if reference not in present or not others:
+        return pd.DataFrame(columns=["scans", "comparison", "n", "n_nonzero", "median_diff",
+                                     "p", "p_holm", "verdict"]).set_index(["scans",
+                                                                           "comparison"])
+    return pd.concat({"all scans": claim_tests(scans, reference, others, labels),
+                      "fluid scans": claim_tests(scans, reference, others, labels,
+                                                 fluid_only=True)}, names=["scans"])

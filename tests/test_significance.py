@@ -1,0 +1,119 @@
+"""oct_seg.reporting.significance: Wilcoxon signed-rank on hand-computed cases and against
+scipy, Holm's correction by hand, per-scan Dice pairing and the verdicts."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from oct_seg.reporting import significance as S
+
+
+def test_all_positive_differences_give_the_exact_smallest_p():
+    # 6 pairs, every difference positive: W- = 0, exact two-sided p = 2 / 2^6
+    r = S.wilcoxon_pair([1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 0])
+    assert r["p"] == pytest.approx(2 / 64)
+    assert (r["n"], r["n_nonzero"], r["w_plus"], r["w_minus"]) == (6, 6, 21.0, 0.0)
+    assert r["median_diff"] == pytest.approx(3.5)
+    swapped = S.wilcoxon_pair([0] * 6, [1, 2, 3, 4, 5, 6])
+    assert (swapped["w_plus"], swapped["w_minus"]) == (0.0, 21.0)
+    assert swapped["p"] == pytest.approx(2 / 64)
+
+
+def test_zeros_are_dropped_and_tied_ranks_averaged():
+    # d = a - b = [0, 0, 1, -2, 3, 3, 4, -5, 6, 7]: 8 nonzero; |d| ranks 1, 2, 3.5, 3.5, 5, 6,
+    # 7, 8 -> W- = 2 + 6 = 8, W+ = 36 - 8 = 28
+    b = np.array([0.5, 0.2, 0.1, 0.4, 0.0, 0.1, 0.2, 0.6, 0.1, 0.0])
+    d = np.array([0, 0, 1, -2, 3, 3, 4, -5, 6, 7]) / 10.0
+    r = S.wilcoxon_pair(b + d, b)
+    assert (r["n"], r["n_nonzero"]) == (10, 8)
+    assert (r["w_plus"], r["w_minus"]) == pytest.approx((28.0, 8.0))
+    assert r["median_diff"] == pytest.approx(0.2)  # sorted: ..., 0, 1, 3, ... -> (1 + 3) / 2
+    # scipy on the differences themselves, zeros dropped (wilcox), two-sided
+    assert r["p"] == pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+
+
+def test_p_matches_scipy_on_fixed_dice_vectors():
+    a = np.array([0.81, 0.64, 0.0, 0.77, 0.52, 0.91, 0.33, 0.70, 1.0, 0.45, 0.60, 0.88])
+    b = np.array([0.75, 0.66, 0.0, 0.70, 0.40, 0.85, 0.30, 0.71, 1.0, 0.20, 0.58, 0.80])
+    r = S.wilcoxon_pair(a, b)
+    expected = stats.wilcoxon(a - b, zero_method="wilcox", alternative="two-sided").pvalue
+    assert r["n_nonzero"] == 10 and r["p"] == pytest.approx(expected)
+    assert 0.0 < r["p"] < 0.05  # 8 of 10 differences positive, the larger ones
+
+
+def test_too_few_differing_pairs_are_not_tested():
+    r = S.wilcoxon_pair([1, 1, 1, 0.5, 0.6, 0.7, 0.8, 0.9], [1, 1, 1, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert r["n_nonzero"] == 5 and np.isnan(r["p"])
+    assert S.verdict({**r, "p_holm": np.nan}, "A", "B").startswith("not testable: only 5")
+    with pytest.raises(ValueError, match="finite"):
+        S.wilcoxon_pair([1.0, np.nan], [1.0, 0.0])
+    with pytest.raises(ValueError, match="one length"):
+        S.wilcoxon_pair([1.0, 2.0], [1.0])
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06
+    np.testing.assert_allclose(S.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    # NaN (not tested) is not one of the m tests: m = 2
+    out = S.holm([0.02, np.nan, 0.5])
+    assert out[0] == pytest.approx(0.04) and np.isnan(out[1]) and out[2] == pytest.approx(0.5)
+    np.testing.assert_allclose(S.holm([0.6, 0.9]), [1.0, 1.0])
+
+
+def _scans(run, dice, truth, pred):
+    n = len(dice)
+    return pd.DataFrame({"run": run, "fold": "fold_0", "name": [f"s{i}" for i in range(n)],
+                         "dice": dice, "truth_pixels": truth, "pred_pixels": pred})
+
+
+def test_paired_dice_scores_empty_scans_by_whether_fluid_was_predicted():
+    scans = pd.concat([_scans("a", [0.5, np.nan, 0.0], [10, 0, 0], [10, 0, 3]),
+                       _scans("b", [0.7, 0.0, np.nan], [10, 0, 0], [10, 4, 0])])
+    wide = S.paired_dice(scans, ["a", "b"])
+    np.testing.assert_allclose(wide["a"], [0.5, 1.0, 0.0])
+    np.testing.assert_allclose(wide["b"], [0.7, 0.0, 1.0])
+    with pytest.raises(ValueError, match="no per-scan scores"):
+        S.paired_dice(scans, ["a", "c"])
+
+
+def test_claim_tests_verdicts_and_fluid_only():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 12)
+    truth = [100] * 10 + [0, 0]
+    ref = _scans("ref", np.r_[base[:10] + 0.1, np.nan, np.nan], truth, [100] * 10 + [0, 0])
+    worse = _scans("worse", np.r_[base[:10], 0.0, 0.0], truth, [100] * 10 + [5, 5])
+    better = _scans("better", np.r_[base[:10] + 0.2, np.nan, np.nan], truth, [100] * 10 + [0, 0])
+    same = _scans("same", np.r_[base[:10] + 0.1 + np.tile([0.01, -0.01], 5), np.nan, np.nan],
+                  truth, [100] * 10 + [0, 0])
+    scans = pd.concat([ref, worse, better, same])
+    t = S.claim_tests(scans, "ref", ["worse", "better", "same"], labels={"ref": "Ref"})
+    assert list(t.index) == ["Ref vs worse", "Ref vs better", "Ref vs same"]
+    assert t.loc["Ref vs worse", "n"] == 12 and t.loc["Ref vs worse", "n_nonzero"] == 12
+    assert t.loc["Ref vs worse", "verdict"].startswith("supported: Ref higher")
+    assert t.loc["Ref vs better", "verdict"].startswith("not supported: better higher")
+    assert t.loc["Ref vs same", "verdict"].startswith("no significant difference")
+    assert t.loc["Ref vs better", "median_diff"] == pytest.approx(-10.0)  # percent points
+    np.testing.assert_allclose(t["p_holm"], S.holm(t["p"]))
+    fluid = S.claim_tests(scans, "ref", ["worse"], fluid_only=True)
+    assert fluid["n"].iloc[0] == 10
+
+
+def test_claim_table_reads_run_folders_and_leaves_out_runs_without_folds(tmp_path):
+    truth = [100] * 8 + [0, 0]
+    runs = {}
+    for name, shift, pred_empty in (("ref", 0.2, 0), ("other", 0.0, 7)):
+        run = tmp_path / name
+        (run / "fold_0").mkdir(parents=True)
+        (run / "fold_0" / "fold.json").write_text("{}")
+        dice = np.r_[np.linspace(0.3, 0.6, 8) + shift, np.nan if not pred_empty else 0.0,
+                     np.nan if not pred_empty else 0.0]
+        _scans(name, dice, truth, [100] * 8 + [pred_empty] * 2).drop(
+            columns=["run", "fold"]).to_csv(run / "fold_0" / "val_scores_noisy.csv", index=False)
+        runs[name] = run
+    runs["untrained"] = tmp_path / "absent"
+    t = S.claim_table(runs, "ref", "noisy")
+    assert list(t.index) == [("all scans", "ref vs other"), ("fluid scans", "ref vs other")]
+    assert list(t["n"]) == [10, 8]
+    assert t["verdict"].str.startswith("supported").all()
+    assert S.claim_table({"ref": runs["ref"]}, "ref", "noisy").empty
+    assert S.claim_table(runs, "untrained", "noisy").empty
