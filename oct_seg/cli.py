@@ -374,6 +374,29 @@ def _add_data(sub):
                    help="which expert's manual fluid annotation to use")
     d.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     d.set_defaults(func=_data_duke)
+    r = _add(data_sub, "retouch", "convert RETOUCH-style MetaImage volumes (IRF, SRF, PED)", """
+        Convert RETOUCH-style cases (Bogunovic et al. 2019; any folder below --source holding
+        oct.mhd/.raw and reference.mhd/.raw, labels 0 background, 1 IRF, 2 SRF, 3 PED) into a
+        multi-class data folder: images/NAME.png (every B-scan, pixels unchanged),
+        masks/NAME.png (class ids 0..3), index.csv (subject = vendor_case, voxel spacing in
+        mm, per-class fluid fractions, classes = IRF;SRF;PED). Every header is checked
+        before anything is written.""",
+        """
+        example:
+          oct-seg data retouch --source RETOUCH-TrainingSet-Cirrus --out data/retouch_cirrus""")
+    r.add_argument("--source", required=True, type=Path,
+                   help="folder holding the case folders (e.g. TRAIN001/oct.mhd)")
+    r.add_argument("--out", required=True, type=Path, help="output data folder")
+    r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    r.set_defaults(func=_data_retouch)
+
+
+def _data_retouch(args):
+    from oct_seg.data.retouch import convert_retouch
+
+    convert_retouch(args.source, args.out, overwrite=args.overwrite)
+    print(f"data folder: {args.out}")
+    return 0
 
 
 def _data_duke(args):
