@@ -30,6 +30,7 @@ import pandas as pd
 from oct_seg.fovea import Fovea
 from oct_seg.io import atomic_dir
 from oct_seg.loading import load_models
+from oct_seg.metrics import fluid_mask
 from oct_seg.precision import check_precision, with_precision
 from oct_seg.report import check_report_options, write_volume_report
 from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, check_input, read_input
@@ -37,19 +38,6 @@ from oct_seg.volumes import VOLUME_EXTENSIONS, Spacing, Volume, check_input, rea
 OVERLAY_COLOURS = np.array([[0, 200, 255], [255, 80, 0], [80, 255, 0], [255, 0, 200]],
                            dtype=np.float32)
 OVERLAY_ALPHA = 0.45
-
-
-def fluid_mask(prob: np.ndarray, threshold=0.5) -> np.ndarray:
-    """Probability map (H, W[, C]) -> uint8 label map (H, W): 1 = fluid for binary maps
-    (prob > threshold, as oct_seg.metrics), argmax class index for C > 1 (0 = background)."""
-    prob = np.asarray(prob)
-    if prob.ndim == 3 and prob.shape[-1] == 1:
-        prob = prob[..., 0]
-    if prob.ndim == 2:
-        return (prob > threshold).astype(np.uint8)
-    if prob.ndim == 3:
-        return np.argmax(prob, axis=-1).astype(np.uint8)
-    raise ValueError(f"expected a probability map (H, W) or (H, W, C), got shape {prob.shape}")
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha=OVERLAY_ALPHA) -> np.ndarray:

@@ -106,7 +106,7 @@ def test_multiclass_phantom_dataset(tmp_path):
     rng = np.random.default_rng([1, 2, 3])
     kinds = dict(subretinal=bool(rng.random() < 0.6), ped=bool(rng.random() < 0.6))
     np.testing.assert_array_equal(scans.masks[7], make_phantom(rng, 64, 96, fluid_types=True,
-                                                               **kinds)[1])
+                                                               dome_peak=(0.15, 0.3), **kinds)[1])
     for cid, cname in enumerate(("IRF", "SRF", "PED"), start=1):
         np.testing.assert_allclose(scans.index[f"{cname}_fraction"],
                                    [np.mean(m == cid) for m in scans.masks], atol=1e-6)

@@ -27,6 +27,7 @@ LEVELS = {"vitreous": 0.08, "nfl": 0.80, "gcl": 0.45, "ipl": 0.60, "inl": 0.30, 
           "onl": 0.22, "is": 0.35, "isos": 0.85, "os": 0.40, "rpe": 0.90, "choroid": 0.50,
           "sclera": 0.15}
 FLUID_TYPES = ("IRF", "SRF", "PED")   # class ids 1, 2, 3, as RETOUCH (oct_seg.data.retouch)
+FLUID_DOME = (0.15, 0.3)   # SRF / PED peak height in multi-class phantom sets (x thickness)
 _INNER = (("nfl", 0.15), ("gcl", 0.25), ("ipl", 0.20), ("inl", 0.20), ("opl", 0.20))
 
 
@@ -38,14 +39,15 @@ def _rng(rng_or_seed) -> np.random.Generator:
 
 def make_phantom(rng_or_seed, height: int = 496, width: int = 768, *, n_cysts: int | None = None,
                  subretinal: bool | None = None, ped: bool = False, fluid_types: bool = False,
-                 speckle: bool = True, looks: float = 3.0):
+                 dome_peak=(0.06, 0.12), speckle: bool = True, looks: float = 3.0):
     """One synthetic B-scan: (image float32 (H, W) in [0, 1], mask uint8 (H, W)).
 
     n_cysts: number of cystoid pockets (None: random 0..6, 0 with probability 0.25);
     subretinal: add a subretinal pocket (None: with probability 0.2); ped: add a pigment
     epithelial detachment (default False, so the binary phantoms of a seed stay what they
     were); fluid_types: mask holds class ids (1 IRF, 2 SRF, 3 PED) instead of {0, 1};
-    speckle: apply speckle and noise floor (False gives the clean piecewise-constant phantom).
+    dome_peak: range of the SRF and PED domes' peak heights, as fractions of the retina
+    thickness (the default keeps the binary phantoms' shallow subretinal pocket); speckle: apply speckle and noise floor (False gives the clean piecewise-constant phantom).
     """
     if height < 32 or width < 32:
         raise ValueError(f"phantom needs height and width >= 32, got {height} x {width}")
@@ -82,10 +84,10 @@ def make_phantom(rng_or_seed, height: int = 496, width: int = 768, *, n_cysts: i
         subretinal = rng.random() < 0.2
     labels = mask.astype(np.uint8)
     if subretinal:
-        h = _dome(rng, x, xc, W, thick, (0.06, 0.12))
+        h = _dome(rng, x, xc, W, thick, dome_peak)
         labels[(y >= (rpe_top - h)[None, :]) & (y < rpe_top[None, :] - 0.5) & (h[None, :] >= 1)] = 2
     if ped:  # under the RPE band, above the choroid it pushes down
-        h, bruch = _dome(rng, x, xc, W, thick, (0.08, 0.16)), rpe_top + 0.07 * thick
+        h, bruch = _dome(rng, x, xc, W, thick, dome_peak), rpe_top + 0.07 * thick
         labels[(y >= bruch[None, :] - 0.5) & (y < (bruch + h)[None, :] - 0.5) & (h[None, :] >= 1)] = 3
     image[labels > 0] = FLUID_LEVEL
     if speckle:
@@ -194,7 +196,9 @@ def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height
     Scan (s, k) is generated from numpy seed (seed, s, k), so any subset is reproducible.
     Binary (default): masks 0/255. fluid_types=True: a multi-class set, masks hold the
     class ids of ``FLUID_TYPES`` (1 IRF, 2 SRF, 3 PED), each scan has SRF and PED with
-    probability 0.6 each (so a few scans hold every class), and index.csv adds
+    probability 0.6 each (so a few scans hold every class), their domes 15-30 % of the
+    retina thickness high (``FLUID_DOME``: visible at the small sizes of tests and the
+    demo, where the binary phantoms' 6-12 % make a pocket 1-2 pixels high), and index.csv adds
     IRF_fraction, SRF_fraction, PED_fraction and classes = "IRF;SRF;PED".
     """
     from pathlib import Path
@@ -215,7 +219,7 @@ def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height
             for k in range(per_subject):
                 rng = np.random.default_rng([seed, s, k])
                 kinds = dict(subretinal=bool(rng.random() < 0.6), ped=bool(rng.random() < 0.6),
-                             fluid_types=True) if fluid_types else {}
+                             fluid_types=True, dome_peak=FLUID_DOME) if fluid_types else {}
                 image, mask = make_phantom(rng, height, width, **kinds)
                 name = f"phantom{s:02d}_scan{k:02d}"
                 Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp / "images" / f"{name}.png")
