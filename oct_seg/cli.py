@@ -88,6 +88,8 @@ def _add_train(sub):
         cross-validation (all folds, or only --fold I); with --folds 1 trains one deployment
         model on every subject. The defaults are the recipe of oct_seg.training.recipe (native-resolution
         patches, batch norm, batch Dice + weighted BCE, the last epoch of a cosine schedule).
+        A data folder whose index.csv names classes (e.g. IRF;SRF;PED from `oct-seg data
+        retouch`) trains a softmax over background + those classes, scored per class.
         The run folder holds config.json, per-fold models, training curves and metrics;
         rerunning the same command resumes it.""",
         """
@@ -195,7 +197,10 @@ def _add_evaluate(sub):
         per-image Dice, Jaccard, sensitivity and precision and their summary (mean, std).
         --noise-std adds the reproducible Gaussian noise of the paper's noisy test condition.
         --model may be a training run folder: its fold models are averaged (an ensemble;
-        score it only on patients that none of its folds trained on).""",
+        score it only on patients that none of its folds trained on). A multi-class folder
+        (index.csv column classes, e.g. from `oct-seg data retouch`) needs a softmax model
+        trained on those classes: each class is scored (dice_IRF, jaccard_IRF, ...) and
+        dice / jaccard are their means over the fluid classes.""",
         """
         examples:
           oct-seg evaluate --model runs/tu/final/model.keras --data data/duke --out scores.csv
@@ -257,10 +262,13 @@ def _add_predict(sub):
         Segment fluid in B-scan images (.png .jpg .bmp .tif) of any size and in OCT volumes
         (multi-page .tif B-scan stacks, e.g. ImageJ exports; Heidelberg .vol / .e2e, Topcon
         .fds / .fda, Zeiss .img). Writes into --out:
-          masks/NAME.png       fluid mask (0 / 255)
-          overlays/NAME.png    fluid in translucent cyan on the grey B-scan
-          fluid_areas.csv      per B-scan: fluid pixels and mm^2
+          masks/NAME.png       fluid mask (0 / 255; multi-class model: class ids 0..C-1)
+          overlays/NAME.png    fluid in translucent cyan on the grey B-scan (multi-class:
+                               one colour per class, legend band below the B-scan)
+          fluid_areas.csv      per B-scan: fluid pixels and mm^2 (+ per class: NAME_pixels,
+                               NAME_area_mm2)
           fluid_volumes.csv    per volume: fluid mm^3 = sum(area mm^2) x B-scan spacing
+                               (+ per class: NAME_volume_mm3)
           reports/VOL_*        per volume of > 1 B-scan: one-page report (B-scan through
                                the fovea, en-face fluid map, ETDRS table), en-face map as
                                PNG and 16-bit TIFF, ETDRS sector table (mm^2, mm^3) as CSV
@@ -304,6 +312,9 @@ def _add_predict(sub):
                         "file's, else nasal / temporal are left unnamed")
     p.add_argument("--report-format", choices=names.REPORT_FORMATS, default="png",
                    help="format of the one-page volume reports")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="names of a multi-class model's fluid classes 1, 2, ... (e.g. IRF SRF "
+                        "PED); default: from its training run, else class1, class2, ...")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
@@ -324,7 +335,7 @@ def _predict(args):
                           img_shape=tuple(args.img_shape), progress=not args.no_progress,
                           batch_size=args.batch_size, precision=args.precision,
                           tta=args.tta, fovea=args.fovea, eye=args.eye,
-                          report_format=args.report_format)
+                          report_format=args.report_format, classes=args.classes)
     reports = ", volume reports" if (args.out / "reports").is_dir() else ""
     print(f"{len(areas)} B-scans from {len(args.inputs)} input(s): masks, overlays, "
           f"fluid_areas.csv and fluid_volumes.csv{reports} in {args.out}")
