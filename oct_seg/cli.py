@@ -430,12 +430,16 @@ def _add_demo(sub):
         """
         examples:
           oct-seg demo
+          oct-seg demo --fluid-types --out demo_types     (IRF, SRF and PED as classes)
           oct-seg demo --data data/duke --minutes 10 --out demo_duke""")
     p.add_argument("--data", type=Path, help="labelled data folder instead of synthetic phantoms")
     p.add_argument("--out", type=Path, default=Path("demo_run"), help="run folder")
     p.add_argument("--minutes", type=float, default=None,
                    help="training time budget in minutes (3; 0.2 with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny settings that finish in seconds")
+    p.add_argument("--fluid-types", action="store_true",
+                   help="multi-class phantoms (IRF, SRF, PED in their anatomical places) and a "
+                        "softmax network scored per class")
     p.add_argument("--seed", type=int, default=0, help="seed of phantoms, split and weights")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=_demo)
@@ -447,7 +451,7 @@ def _demo(args):
     if args.data is not None:
         _check_data_dir(args.data)
     run_demo(out=args.out, data=args.data, minutes=args.minutes, quick=args.quick,
-             seed=args.seed, overwrite=args.overwrite)
+             seed=args.seed, overwrite=args.overwrite, fluid_types=args.fluid_types)
     return 0
 
 
