@@ -234,9 +234,7 @@ def pooled_scores(truths, probs, threshold=0.5, classes=()) -> dict:
             one = pooled_scores([np.asarray(t) == cid for t in truths],
                                 [lab == cid for lab in labels])
             result[f"dice_{name}"], result[f"jaccard_{name}"] = one["dice"], one["jaccard"]
-        for metric in ("dice", "jaccard"):
-            result[metric] = float(np.mean([result[f"{metric}_{n}"] for n in classes]))
-        return result
+        return _with_class_means(result, classes)
     tp = fp = fn = 0
     for truth, prob in zip(truths, probs, strict=True):
         t, p = _binary_pair(truth, prob, threshold)
@@ -259,10 +257,16 @@ def pooled_from_table(df, classes=()) -> dict:
         for name in classes:
             one = _pooled_counts(df, f"_{name}")
             result[f"dice_{name}"], result[f"jaccard_{name}"] = one["dice"], one["jaccard"]
-        for metric in ("dice", "jaccard"):
-            result[metric] = float(np.mean([result[f"{metric}_{n}"] for n in classes]))
-        return result
+        return _with_class_means(result, classes)
     return _pooled_counts(df, "")
+
+
+def _with_class_means(result: dict, classes) -> dict:
+    """``result`` (pooled "dice_NAME" / "jaccard_NAME" per class) with "dice" and "jaccard",
+    their means over the fluid classes."""
+    for metric in ("dice", "jaccard"):
+        result[metric] = float(np.mean([result[f"{metric}_{n}"] for n in classes]))
+    return result
 
 
 def _pooled_counts(df, suffix: str) -> dict:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from oct_seg.data.retouch import RETOUCH_CLASSES as FLUID_TYPES  # class ids 1 IRF, 2 SRF, 3 PED
+
 FLUID_LEVEL = 0.03
 LEVELS = {"vitreous": 0.08, "nfl": 0.80, "gcl": 0.45, "ipl": 0.60, "inl": 0.30, "opl": 0.55,
           "onl": 0.22, "is": 0.35, "isos": 0.85, "os": 0.40, "rpe": 0.90, "choroid": 0.50,
           "sclera": 0.15}
-FLUID_TYPES = ("IRF", "SRF", "PED")   # class ids 1, 2, 3, as RETOUCH (oct_seg.data.retouch)
 FLUID_DOME = (0.15, 0.3)   # SRF / PED peak height in multi-class phantom sets (x thickness)
 _INNER = (("nfl", 0.15), ("gcl", 0.25), ("ipl", 0.20), ("inl", 0.20), ("opl", 0.20))
 
@@ -206,7 +207,7 @@ def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height
     from PIL import Image
     from scipy import ndimage
 
-    from oct_seg.data.readers import CLASS_SEPARATOR
+    from oct_seg.data.readers import class_columns
     from oct_seg.io import atomic_dir
 
     if n_subjects < 1 or per_subject < 1:
@@ -227,10 +228,6 @@ def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height
                 row = dict(name=name, subject=f"phantom{s:02d}", bscan_index=k, height=height,
                            width=width, fluid_fraction=round(float(np.mean(mask > 0)), 6),
                            n_fluid_components=int(ndimage.label(mask > 0)[1]), source="synthetic")
-                if fluid_types:
-                    for cid, cname in enumerate(FLUID_TYPES, start=1):
-                        row[f"{cname}_fraction"] = round(float(np.mean(mask == cid)), 6)
-                    row["classes"] = CLASS_SEPARATOR.join(FLUID_TYPES)
-                rows.append(row)
+                rows.append({**row, **class_columns(mask, FLUID_TYPES)} if fluid_types else row)
         pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
     return out

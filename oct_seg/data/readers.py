@@ -327,6 +327,16 @@ def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> S
     return ScanSet(names=names, images=imgs, masks=msks, index=index, classes=classes)
 
 
+def class_columns(mask, classes) -> dict:
+    """index.csv columns of one multi-class mask: ``NAME_fraction`` (share of its pixels with
+    class id k, rounded to 1e-6) for the names of ``classes`` (ids 1, 2, ...), and
+    ``classes`` itself ("IRF;SRF;PED")."""
+    mask = np.asarray(mask)
+    row = {f"{name}_fraction": round(float(np.mean(mask == cid)), 6)
+           for cid, name in enumerate(classes, start=1)}
+    return {**row, CLASSES_COLUMN: CLASS_SEPARATOR.join(classes)}
+
+
 def declared_classes(index: pd.DataFrame, path) -> tuple:
     """The fluid class names of index.csv's ``classes`` column ("IRF;SRF;PED" -> ("IRF",
     "SRF", "PED"), ids 1, 2, 3), () without the column; DataError naming ``path`` when rows

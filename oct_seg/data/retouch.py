@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from oct_seg.data.readers import CLASS_SEPARATOR, DataError, check_bscan_size
+from oct_seg.data.readers import DataError, check_bscan_size, class_columns
 from oct_seg.io import atomic_dir
 
 RETOUCH_CLASSES = ("IRF", "SRF", "PED")
@@ -170,8 +170,6 @@ def convert_retouch(source, out, overwrite: bool = False) -> Path:
                            height=labels.shape[1], width=labels.shape[2], lateral_mm=lateral,
                            axial_mm=axial, bscan_mm=bscan,
                            fluid_fraction=round(float(np.mean(labels[k] > 0)), 6))
-                for cid, cname in enumerate(RETOUCH_CLASSES, start=1):
-                    row[f"{cname}_fraction"] = round(float(np.mean(labels[k] == cid)), 6)
-                rows.append(dict(row, classes=CLASS_SEPARATOR.join(RETOUCH_CLASSES)))
+                rows.append({**row, **class_columns(labels[k], RETOUCH_CLASSES)})
         pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
     return out
