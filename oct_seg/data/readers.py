@@ -83,7 +83,7 @@ class ScanSet:
     @property
     def n_labels(self) -> int:
         """Output channels of a network for this set: 1 (binary, sigmoid) or C (softmax)."""
-        return len(self.classes) + 1 if self.classes else 1
+        return len(self.classes) + 1
 
     def __len__(self):
         return len(self.names)

@@ -60,16 +60,14 @@ def resolve_recipe(config: TrainConfig, steps_per_epoch: int, train_masks=None,
     leaves both at the loss's / builder's own defaults. classes: the fluid class names of
     the data (ScanSet.classes); () for binary fluid.
     """
-    n_labels = len(classes) + 1 if classes else 1
+    n_labels = len(classes) + 1
     model_kwargs = recipe.network_kwargs(config.model, config.model_kwargs)
     loss_kwargs = recipe.loss_kwargs(config.loss, config.loss_kwargs, train_masks, n_labels)
     momentum = (recipe.bn_momentum(steps_per_epoch) if config.bn_momentum == "auto"
                 else config.bn_momentum)
     prior = None
     if config.prior_bias and train_masks is not None:
-        weight = loss_kwargs.get("pos_weight", 1.0)
-        prior = (recipe.fluid_prior(train_masks, weight, n_labels) if classes
-                 else recipe.fluid_prior(train_masks, float(weight)))
+        prior = recipe.fluid_prior(train_masks, loss_kwargs.get("pos_weight", 1.0), n_labels)
     resolved = {"model_kwargs": model_kwargs, "loss_kwargs": loss_kwargs,
                 "bn_momentum": momentum, "output_prior": prior}
     return {**resolved, "classes": list(classes)} if classes else resolved
@@ -91,7 +89,7 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy=None,
     strategy = strategy if strategy is not None else distribute.get_strategy()
     resolved = resolved if resolved is not None else resolve_recipe(config, steps_per_epoch)
     size = (None, None) if config.native else tuple(config.image_size)
-    n_labels = len(resolved.get("classes", ())) + 1 if resolved.get("classes") else 1
+    n_labels = len(resolved.get("classes", [])) + 1
     kwargs = {"input_size": size + (1,), "n_labels": n_labels, **resolved["model_kwargs"]}
     if n_labels > 1:
         kwargs["output_activation"] = "Softmax"

@@ -51,6 +51,10 @@ are applied per class, so that C = 1 gives exactly the numbers above:
 * Output biases at the class priors (``fluid_prior(masks, pos_weight, n_labels)``): each
   class's weighted prior w f / (w f + 1 - f), normalised to sum 1, and bias_c = log p_c, so
   the softmax starts at those probabilities (the binary logit(p) is its two-class case).
+
+Measured so far only on synthetic phantoms (tests/test_multiclass.py: 16 training B-scans of
+64 x 96, a 3-level U-Net of 8-32 channels, 30 epochs): held-out pooled Dice IRF 0.87, SRF
+0.75, PED 0.87. RETOUCH itself was not available here, so these values are untuned on it.
 """
 from __future__ import annotations
 
