@@ -1,4 +1,4 @@
-"""`oct-seg` command line: train, evaluate, predict, export, data duke, demo.
+"""`oct-seg` command line: train, evaluate, predict, export, data duke, data retouch, demo.
 
 Every command prints a one-line `oct-seg: error: ...` on stderr and exits with status 1 when an
 input is wrong (missing file, not a model, not an image, unwritable output, ...); --debug shows

@@ -109,13 +109,13 @@ def fluid_types(tmp_path_factory):
 
 
 def test_multiclass_training_learns_every_fluid_type(fluid_types, tmp_path):
-    """A tiny U-Net (softmax over background, IRF, SRF, PED) trained for ~30 s on phantoms
+    """A tiny U-Net (softmax over background, IRF, SRF, PED) trained for 20 short epochs on phantoms
     must find each class: all-background scores Dice 0 for every class, and a network that
     found fluid but not its type could not pass the per-class floors of two classes."""
     from oct_seg.training import TrainConfig, train
 
     config = TrainConfig(model="unet", model_kwargs={"filter_num": [8, 16, 32]},
-                         patch_size=(64, 96), epochs=30, batch_size=4, learning_rate=3e-3,
+                         patch_size=(64, 96), epochs=20, batch_size=4, learning_rate=3e-3,
                          noise_std=0.0, n_folds=3, folds=[0], augment=False)
     train(fluid_types, tmp_path / "run", config, verbose=0)
     fold = tmp_path / "run" / "fold_0"
