@@ -261,7 +261,7 @@ def _add_predict(sub):
     p = _add(sub, "predict", "segment B-scan images and OCT volumes", """
         Segment fluid in B-scan images (.png .jpg .bmp .tif) of any size and in OCT volumes
         (multi-page .tif B-scan stacks, e.g. ImageJ exports; Heidelberg .vol / .e2e, Topcon
-        .fds / .fda, Zeiss .img). Writes into --out:
+        .fds / .fda, Zeiss .img, MetaImage .mhd + .raw, e.g. RETOUCH). Writes into --out:
           masks/NAME.png       fluid mask (0 / 255; multi-class model: class ids 0..C-1)
           overlays/NAME.png    fluid in translucent cyan on the grey B-scan (multi-class:
                                one colour per class, legend band below the B-scan)
@@ -273,7 +273,7 @@ def _add_predict(sub):
                                the fovea, en-face fluid map, ETDRS table), en-face map as
                                PNG and 16-bit TIFF, ETDRS sector table (mm^2, mm^3) as CSV
         mm values need the pixel spacing: .vol (ScaleX, ScaleZ, Distance), .fds/.fda
-        (PARAM_SCAN) and TIFF stacks with ImageJ / OME calibration give it; .e2e (axial
+        (PARAM_SCAN), .mhd (ElementSpacing) and TIFF stacks with ImageJ / OME calibration give it; .e2e (axial
         only), .img and images do not: pass --spacing. The fovea is found from the images
         (deepest point of the foveal pit) unless --fovea gives it; the eye (nasal side of
         the grid) comes from the file (.vol, .e2e, .fds/.fda, Zeiss file names) or --eye.""",

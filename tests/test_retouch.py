@@ -128,3 +128,37 @@ def test_declared_classes_keep_ids_and_refuse_undeclared_ones(tmp_path):
         read_dataset(_folder(tmp_path / "y", ["IRF;SRF", "IRF"]))
     with pytest.raises(DataError, match=r"index\.csv: classes 'IRF;;SRF' must be distinct"):
         read_dataset(_folder(tmp_path / "z", ["IRF;;SRF"] * 2))
+
+
+def test_predict_reads_metaimage_volumes_with_their_spacing(source, tmp_path):
+    """`oct-seg predict` on oct.mhd: B-scans read as their converted PNGs do, and fluid
+    areas / volumes use the header's spacing (a threshold network: fluid = pixels > 0.5)."""
+    import keras
+
+    from oct_seg.data import read_image
+    from oct_seg.models.blocks import SizeCheck
+    from oct_seg.predict import predict_files
+    from oct_seg.volumes import read_input
+
+    src, _, (spec_oct, _) = source
+    case = src / "RETOUCH-TrainingSet-Spectralis" / "TRAIN025"
+    out = convert_retouch(src, tmp_path / "data")
+    (volume,) = read_input(case / "oct.mhd")
+    assert (volume.spacing.lateral_mm, volume.spacing.axial_mm, volume.spacing.bscan_mm) == \
+        pytest.approx(SPACING)
+    for k in range(N):
+        np.testing.assert_array_equal(
+            volume.bscans[k], read_image(out / "images" / f"Spectralis_TRAIN025_b{k:03d}.png"))
+    inp = keras.Input((None, None, 1))
+    x = keras.layers.Rescaling(100.0, -50.0)(SizeCheck(4)(inp))
+    net = keras.Model(inp, keras.layers.Activation("sigmoid")(x))
+    areas = predict_files(net, [case / "oct.mhd"], tmp_path / "pred", progress=False)
+    bright = [int(np.count_nonzero(spec_oct[k] / 65535.0 > 0.5)) for k in range(N)]
+    assert list(areas["fluid_pixels"]) == bright
+    pixel_mm2 = SPACING[0] * SPACING[1]
+    np.testing.assert_allclose(areas["fluid_area_mm2"], np.array(bright) * pixel_mm2)
+    volumes = pd.read_csv(tmp_path / "pred" / "fluid_volumes.csv")
+    assert volumes.loc[0, "fluid_volume_mm3"] == pytest.approx(sum(bright) * pixel_mm2 * 0.12)
+    (case / "oct.raw").unlink()
+    with pytest.raises(DataError, match=r"oct\.mhd: its data file oct\.raw is missing"):
+        read_input(case / "oct.mhd")
