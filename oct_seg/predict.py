@@ -23,8 +23,8 @@ Fluid volume rule (Cavalieri): volume_mm3 = sum over B-scans of area_mm2 x B-sca
 i.e. every B-scan stands for a slab as thick as the distance between B-scans; it is left empty
 for single B-scans and when any of lateral, axial or B-scan spacing is unknown.
 fluid_* columns count fluid of any class; the volume reports (en-face map, ETDRS table) too.
-Class names of a multi-class model: ``classes=`` (--classes), else its training record
-(oct_seg.loading.model_classes), else class1, class2, ...
+Class names of a multi-class model: ``classes=`` (--classes), else its training record or
+export sidecar (oct_seg.loading.model_classes), else class1, class2, ...
 """
 from __future__ import annotations
 

@@ -131,3 +131,15 @@ def test_multiclass_training_learns_every_fluid_type(fluid_types, tmp_path):
     assert len(trained["recipe"]["output_prior"]) == 4 and scans.n_labels == 4
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert "dice_PED" in set(summary["metric"])
+
+    # predict names the classes from the run, and from an export of its model
+    from oct_seg.export import export_model
+    from oct_seg.predict import predict_files
+
+    image = fluid_types / "images" / f"{scores['name'][0]}.png"
+    by_run = predict_files(tmp_path / "run", [image], tmp_path / "p1", progress=False)
+    for name in CLASSES:   # the fold's score table counted the same pixels
+        assert by_run[f"{name}_pixels"][0] == scores[f"pred_pixels_{name}"][0]
+    export_model(fold / "model.keras", tmp_path / "sm")
+    by_export = predict_files(tmp_path / "sm", [image], tmp_path / "p2", progress=False)
+    pd.testing.assert_series_equal(by_export["PED_pixels"], by_run["PED_pixels"])
