@@ -1,4 +1,4 @@
-"""`oct-seg` command line: train, evaluate, predict, export, data duke, demo.
+"""`oct-seg` command line: train, evaluate, predict, export, data duke, data retouch, demo.
 
 Every command prints a one-line `oct-seg: error: ...` on stderr and exits with status 1 when an
 input is wrong (missing file, not a model, not an image, unwritable output, ...); --debug shows
@@ -88,6 +88,8 @@ def _add_train(sub):
         cross-validation (all folds, or only --fold I); with --folds 1 trains one deployment
         model on every subject. The defaults are the recipe of oct_seg.training.recipe (native-resolution
         patches, batch norm, batch Dice + weighted BCE, the last epoch of a cosine schedule).
+        A data folder whose index.csv names classes (e.g. IRF;SRF;PED from `oct-seg data
+        retouch`) trains a softmax over background + those classes, scored per class.
         The run folder holds config.json, per-fold models, training curves and metrics;
         rerunning the same command resumes it.""",
         """
@@ -198,7 +200,10 @@ def _add_evaluate(sub):
         per-image Dice, Jaccard, sensitivity and precision and their summary (mean, std).
         --noise-std adds the reproducible Gaussian noise of the paper's noisy test condition.
         --model may be a training run folder: its fold models are averaged (an ensemble;
-        score it only on patients that none of its folds trained on).""",
+        score it only on patients that none of its folds trained on). A multi-class folder
+        (index.csv column classes, e.g. from `oct-seg data retouch`) needs a softmax model
+        trained on those classes: each class is scored (dice_IRF, jaccard_IRF, ...) and
+        dice / jaccard are their means over the fluid classes.""",
         """
         examples:
           oct-seg evaluate --model runs/tu/final/model.keras --data data/duke --out scores.csv
@@ -260,16 +265,19 @@ def _add_predict(sub):
     p = _add(sub, "predict", "segment B-scan images and OCT volumes", """
         Segment fluid in B-scan images (.png .jpg .bmp .tif) of any size and in OCT volumes
         (multi-page .tif B-scan stacks, e.g. ImageJ exports; Heidelberg .vol / .e2e, Topcon
-        .fds / .fda, Zeiss .img). Writes into --out:
-          masks/NAME.png       fluid mask (0 / 255)
-          overlays/NAME.png    fluid in translucent cyan on the grey B-scan
-          fluid_areas.csv      per B-scan: fluid pixels and mm^2
+        .fds / .fda, Zeiss .img, MetaImage .mhd + .raw, e.g. RETOUCH). Writes into --out:
+          masks/NAME.png       fluid mask (0 / 255; multi-class model: class ids 0..C-1)
+          overlays/NAME.png    fluid in translucent cyan on the grey B-scan (multi-class:
+                               one colour per class, legend band below the B-scan)
+          fluid_areas.csv      per B-scan: fluid pixels and mm^2 (+ per class: NAME_pixels,
+                               NAME_area_mm2)
           fluid_volumes.csv    per volume: fluid mm^3 = sum(area mm^2) x B-scan spacing
+                               (+ per class: NAME_volume_mm3)
           reports/VOL_*        per volume of > 1 B-scan: one-page report (B-scan through
                                the fovea, en-face fluid map, ETDRS table), en-face map as
                                PNG and 16-bit TIFF, ETDRS sector table (mm^2, mm^3) as CSV
         mm values need the pixel spacing: .vol (ScaleX, ScaleZ, Distance), .fds/.fda
-        (PARAM_SCAN) and TIFF stacks with ImageJ / OME calibration give it; .e2e (axial
+        (PARAM_SCAN), .mhd (ElementSpacing) and TIFF stacks with ImageJ / OME calibration give it; .e2e (axial
         only), .img and images do not: pass --spacing. The fovea is found from the images
         (deepest point of the foveal pit) unless --fovea gives it; the eye (nasal side of
         the grid) comes from the file (.vol, .e2e, .fds/.fda, Zeiss file names) or --eye.""",
@@ -308,6 +316,9 @@ def _add_predict(sub):
                         "file's, else nasal / temporal are left unnamed")
     p.add_argument("--report-format", choices=names.REPORT_FORMATS, default="png",
                    help="format of the one-page volume reports")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="names of a multi-class model's fluid classes 1, 2, ... (e.g. IRF SRF "
+                        "PED); default: from its training run, else class1, class2, ...")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
@@ -328,7 +339,7 @@ def _predict(args):
                           img_shape=tuple(args.img_shape), progress=not args.no_progress,
                           batch_size=args.batch_size, precision=args.precision,
                           tta=args.tta, fovea=args.fovea, eye=args.eye,
-                          report_format=args.report_format)
+                          report_format=args.report_format, classes=args.classes)
     reports = ", volume reports" if (args.out / "reports").is_dir() else ""
     print(f"{len(areas)} B-scans from {len(args.inputs)} input(s): masks, overlays, "
           f"fluid_areas.csv and fluid_volumes.csv{reports} in {args.out}")
@@ -379,6 +390,29 @@ def _add_data(sub):
                    help="which expert's manual fluid annotation to use")
     d.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     d.set_defaults(func=_data_duke)
+    r = _add(data_sub, "retouch", "convert RETOUCH-style MetaImage volumes (IRF, SRF, PED)", """
+        Convert RETOUCH-style cases (Bogunovic et al. 2019; any folder below --source holding
+        oct.mhd/.raw and reference.mhd/.raw, labels 0 background, 1 IRF, 2 SRF, 3 PED) into a
+        multi-class data folder: images/NAME.png (every B-scan, pixels unchanged),
+        masks/NAME.png (class ids 0..3), index.csv (subject = vendor_case, voxel spacing in
+        mm, per-class fluid fractions, classes = IRF;SRF;PED). Every header is checked
+        before anything is written.""",
+        """
+        example:
+          oct-seg data retouch --source RETOUCH-TrainingSet-Cirrus --out data/retouch_cirrus""")
+    r.add_argument("--source", required=True, type=Path,
+                   help="folder holding the case folders (e.g. TRAIN001/oct.mhd)")
+    r.add_argument("--out", required=True, type=Path, help="output data folder")
+    r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    r.set_defaults(func=_data_retouch)
+
+
+def _data_retouch(args):
+    from oct_seg.data.retouch import convert_retouch
+
+    convert_retouch(args.source, args.out, overwrite=args.overwrite)
+    print(f"data folder: {args.out}")
+    return 0
 
 
 def _data_duke(args):
@@ -405,6 +439,7 @@ def _add_demo(sub):
         """
         examples:
           oct-seg demo
+          oct-seg demo --fluid-types --out demo_types     (IRF, SRF and PED as classes)
           oct-seg demo --data data/duke --minutes 10 --out demo_duke
           oct-seg demo --pretrained --data data/duke_all       (no training, ~10 s)""")
     p.add_argument("--data", type=Path, help="labelled data folder instead of synthetic phantoms")
@@ -416,6 +451,9 @@ def _add_demo(sub):
     p.add_argument("--minutes", type=float, default=None,
                    help="training time budget in minutes (3; 0.2 with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny settings that finish in seconds")
+    p.add_argument("--fluid-types", action="store_true",
+                   help="multi-class phantoms (IRF, SRF, PED in their anatomical places) and a "
+                        "softmax network scored per class")
     p.add_argument("--seed", type=int, default=0, help="seed of phantoms, split and weights")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=_demo)
@@ -427,13 +465,15 @@ def _demo(args):
     if args.data is not None:
         _check_data_dir(args.data)
     if args.pretrained is not None:
-        if args.quick or args.minutes is not None:
-            raise ValueError("--pretrained trains nothing: drop --quick / --minutes")
+        if args.quick or args.minutes is not None or args.fluid_types:
+            raise ValueError("--pretrained trains nothing: drop --quick / --minutes / "
+                             "--fluid-types")
         run_preset_demo(out=args.out or Path("demo_preset"), data=args.data,
                         preset=args.pretrained, seed=args.seed, overwrite=args.overwrite)
         return 0
     run_demo(out=args.out or Path("demo_run"), data=args.data, minutes=args.minutes,
-             quick=args.quick, seed=args.seed, overwrite=args.overwrite)
+             quick=args.quick, seed=args.seed, overwrite=args.overwrite,
+             fluid_types=args.fluid_types)
     return 0
 
 

@@ -19,6 +19,10 @@ model.keras, history.csv, trained.json, curves.png, test_scores_clean.csv, test_
 (noise std 0.1), summary.csv, comparison.png (truth green, prediction red, the 6 test scans with
 most fluid), predictions/ (`oct-seg predict` output for the test B-scans: masks, overlays, fluid
 CSVs), savedmodel/ (exported), data/ (the phantoms, if made).
+
+``fluid_types=True`` (--fluid-types) makes the phantoms multi-class (IRF, SRF, PED:
+oct_seg.data.phantom) and trains a softmax over them; a multi-class --data folder does the
+same. The BCE then takes the recipe's per-class weights instead of the capped fluid weight.
 """
 from __future__ import annotations
 
@@ -97,10 +101,11 @@ def _image_files(data_dir: Path, names) -> list[Path]:
 
 
 def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overwrite=False,
-             verbose=True) -> dict:
+             verbose=True, fluid_types=False) -> dict:
     """Train, evaluate and export the demo TransUNet into run folder `out`.
 
     data: labelled data folder (images/, masks/, optional index.csv) or None for synthetic phantoms.
+    fluid_types: multi-class phantoms (IRF, SRF, PED) instead of binary ones.
     minutes: training time budget (default from SETTINGS). Returns {name: Path} of the
     outputs plus "summary" (DataFrame) and "seconds" (wall time).
     """
@@ -134,16 +139,19 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
                 f"({h} x {w})")
             data_dir = write_phantom_dataset(tmp / "data", n_subjects=s["n_subjects"],
                                              per_subject=s["per_subject"], height=h, width=w,
-                                             seed=seed)
+                                             seed=seed, fluid_types=fluid_types)
             data_dir = Path(data_dir)
         else:
             data_dir = Path(data)
         scans = read_dataset(data_dir)
         train, test = _split(scans, s["n_test_subjects"])
-        pos_weight = pos_weight_from_masks(train.masks, cap=POS_WEIGHT_CAP)
+        # multi-class: the recipe's per-class weights (oct_seg.training.recipe)
+        pos_weight = None if train.classes else pos_weight_from_masks(train.masks,
+                                                                      cap=POS_WEIGHT_CAP)
         # no early stopping (checkpoint "last"): the time budget ends the fit
         config = TrainConfig(model="transunet", model_kwargs=s["model_kwargs"], loss=LOSS,
-                             loss_kwargs={"pos_weight": pos_weight}, image_size=s["image_size"],
+                             loss_kwargs={} if train.classes else {"pos_weight": pos_weight},
+                             image_size=s["image_size"],
                              epochs=s["max_epochs"], batch_size=s["batch_size"],
                              learning_rate=s["learning_rate"], seed=seed, n_folds=1,
                              checkpoint="last", noise_std=s["noise_std"], augment=True)
@@ -167,7 +175,7 @@ def run_demo(out="demo_run", data=None, minutes=None, quick=False, seed=0, overw
         write_csv(tmp / "summary.csv", summary)
 
         predict_files(model, _image_files(data_dir, test.names), tmp / "predictions",
-                      progress=False)
+                      progress=False, classes=test.classes)
         # the comparison figure shows the test scans with the most true fluid
         fluid = [int(np.count_nonzero(m)) for m in test.masks]
         shown = sorted(range(len(test.names)), key=lambda i: -fluid[i])[:N_COMPARISON]

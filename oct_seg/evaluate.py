@@ -4,7 +4,10 @@ With ``image_size`` (the training size) each scan is resized exactly as in train
 (``oct_seg.data.pipeline.fit_to_size(..., policy="resize")``), predicted in batches and the
 probability map is resized back (bilinear) to the scan's H x W; without it the scan is
 predicted at its own size by ``oct_seg.inference.predict_image`` (padding for any-size nets).
-The mask is thresholded there and compared with the original mask (``score_table``).
+The mask is thresholded there and compared with the original mask (``score_table``). A
+multi-class set (``ScanSet.classes``, from index.csv) needs a softmax model with one channel
+per class (background + the fluid classes): each pixel takes the most probable class and the
+table gains per-class Dice / Jaccard columns (oct_seg.metrics).
 
 Noisy condition: ``add_gaussian_noise(image, noise_std, seed=(seed, name))`` on the
 original-size image (the seed tuple is hashed with SHA-256), so a given scan gets the same
@@ -42,20 +45,15 @@ def _as_hw(size) -> tuple[int, int]:
 
 
 def _fluid_channel(prob: np.ndarray) -> np.ndarray:
+    """(H, W, 1) -> (H, W) for a one-channel (sigmoid) map; (H, W, C) softmax maps as they are."""
     prob = np.asarray(prob, dtype=np.float32)
-    if prob.ndim == 3:
-        if prob.shape[-1] != 1:
-            raise ValueError(
-                f"evaluate_model scores binary fluid masks; the model outputs {prob.shape[-1]} "
-                "channels (build it with n_labels=1)"
-            )
-        prob = prob[..., 0]
-    return prob
+    return prob[..., 0] if prob.ndim == 3 and prob.shape[-1] == 1 else prob
 
 
 def predict_probabilities(model, images, image_size=None, batch_size=2, tta=False
                           ) -> list[np.ndarray]:
-    """Fluid probability maps (float32 (H, W), each the size of its input image).
+    """Fluid probability maps (float32 (H, W), each the size of its input image; (H, W, C)
+    class probabilities for a softmax model of C > 1 channels).
 
     model: a keras.Model or a list of them (an ensemble: probabilities averaged).
     images: list of float32 (H, W) arrays in [0, 1]. image_size: (h, w) the model was trained
@@ -86,8 +84,10 @@ def evaluate_model(model, scans, image_size=None, noise_std=0.0, seed=0, thresho
     """Per-image scores of ``model`` (a keras.Model or an ensemble list) on a ScanSet.
 
     Returns score_table rows (name, dice, jaccard, sensitivity, precision, truth_pixels,
-    pred_pixels) plus ``subject``; dice/jaccard are NaN for scans where truth and prediction
-    are both empty. Summarise with ``summarize_scores(df)``.
+    pred_pixels; for a multi-class ScanSet also dice_NAME, jaccard_NAME, ... per class) plus
+    ``subject``; dice/jaccard are NaN for scans where truth and prediction are both empty.
+    Summarise with ``summarize_scores(df)``. ValueError when the model's channels do not fit
+    the scans' classes.
     """
     if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
@@ -98,8 +98,13 @@ def evaluate_model(model, scans, image_size=None, noise_std=0.0, seed=0, thresho
                              np.float32) for img, n in zip(images, names)]
     probs = predict_probabilities(model, images, image_size=image_size, batch_size=batch_size,
                                   tta=tta)
-    truths = [np.asarray(m) > 0 for m in scans.masks]
-    df = score_table(names, truths, probs, threshold=threshold)
+    channels = 1 if probs[0].ndim == 2 else probs[0].shape[-1]
+    if channels != scans.n_labels:
+        want = (f"{scans.n_labels} (background, {', '.join(scans.classes)})" if scans.classes
+                else "1 (binary fluid; a multi-class set declares its classes in index.csv)")
+        raise ValueError(f"the model outputs {channels} channel(s) but the scans need {want}")
+    truths = [np.asarray(m) if scans.classes else np.asarray(m) > 0 for m in scans.masks]
+    df = score_table(names, truths, probs, threshold=threshold, classes=scans.classes)
     subjects = dict(zip(scans.index["name"].astype(str), scans.index["subject"]))
     df.insert(1, "subject", [subjects.get(str(n)) for n in df["name"]])
     return df

@@ -3,7 +3,9 @@
 Every export goes into a folder (written to a temporary folder and renamed at the end) that
 also holds `oct_seg.json`: input shape, the size rule of the network (H, W multiple of
 `multiple`, or `fixed_size`), number of labels and the output kind (probabilities), so that a
-deployment can pad / resize B-scans the same way `oct_seg.inference.predict_image` does.
+deployment can pad / resize B-scans the same way `oct_seg.inference.predict_image` does. A
+multi-class model exported from its file in a run folder also gets ``classes`` (the fluid
+class names of channels 1, 2, ...; oct_seg.loading.model_classes), which predict reads back.
 
     savedmodel  OUT/ is the SavedModel (`serve` endpoint, float32 (None, H, W, 1) with H, W None
                 for any-size networks); loads with plain `tf.saved_model.load(OUT)`.
@@ -24,7 +26,7 @@ import numpy as np
 
 from oct_seg._version import __version__
 from oct_seg.io import atomic_dir
-from oct_seg.loading import EXPORT_INFO, load_model, ordered_outputs
+from oct_seg.loading import EXPORT_INFO, load_model, model_classes, ordered_outputs
 
 FORMATS = {"savedmodel": "tf_saved_model", "onnx": "onnx", "litert": "litert"}
 ARTIFACT = {"savedmodel": None, "onnx": "model.onnx", "litert": "model.tflite"}
@@ -70,6 +72,9 @@ def export_model(model_or_path, out_dir, format="savedmodel", overwrite=False,
         _require_onnx()
     model = load_model(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path
     info = export_info(model)
+    classes = model_classes(model_or_path) if isinstance(model_or_path, (str, Path)) else ()
+    if classes:
+        info["classes"] = list(classes)
     spec = keras.InputSpec(shape=(None, *info["input_shape"]), dtype="float32")
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

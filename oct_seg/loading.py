@@ -82,6 +82,27 @@ def load_models(path) -> list:
     return [load_model(fold.model) for fold in folds]
 
 
+def model_classes(path) -> tuple:
+    """Names of the fluid classes a trained multi-class model segments, read from its
+    training record (the ``classes`` of a fold's trained.json recipe): for a run folder, or a
+    model file inside one (RUN_DIR/<fold>/model.keras); for an exported folder from its
+    oct_seg.json. () when there is no record or the model is binary."""
+    from oct_seg.rundir import FoldDir, RunDir
+
+    path = Path(path)
+    if (path / EXPORT_INFO).is_file():
+        return tuple(_read_export_info(path).get("classes", ()))
+    run = RunDir(path)
+    if path.is_dir() and run.config.is_file():
+        folds = run.finished_folds()
+    else:
+        folds = [FoldDir(path.parent)]
+    for fold in folds:
+        if fold.trained.is_file():
+            return tuple(fold.read_trained().get("recipe", {}).get("classes", ()))
+    return ()
+
+
 def _read_export_info(path) -> dict:
     """The oct_seg.json sidecar of an exported SavedModel folder (defaults when it has none:
     any size, multiple 1, endpoint "serve")."""

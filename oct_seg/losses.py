@@ -263,14 +263,18 @@ class WeightedBCE(keras.losses.Loss):
     Args:
         pos_weight: w > 0, weight of fluid pixels. Default 1.0 (plain BCE); for the paper's
             weighted BCE derive it from the training masks: ``pos_weight_from_masks(masks)`` or
-            ``WeightedBCE.from_fluid_fraction(f)`` -> (1 - f) / f.
+            ``WeightedBCE.from_fluid_fraction(f)`` -> (1 - f) / f. For C > 1 also a sequence
+            of C weights, one per channel (class c's pixels in its one-vs-rest term).
         from_logits, ignore_background: as in ``DiceLoss``.
     """
 
     def __init__(self, pos_weight=1.0, from_logits=False, ignore_background=False,
                  name="weighted_bce", reduction="sum_over_batch_size"):
         super().__init__(name=name, reduction=reduction, dtype="float32")
-        self.pos_weight = _check("pos_weight", pos_weight, strict=True)
+        if np.ndim(pos_weight) == 1:
+            self.pos_weight = [_check("pos_weight", w, strict=True) for w in pos_weight]
+        else:
+            self.pos_weight = _check("pos_weight", pos_weight, strict=True)
         self.from_logits = bool(from_logits)
         self.ignore_background = bool(ignore_background)
 
@@ -294,7 +298,13 @@ class WeightedBCE(keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_true, y_pred = _standardize(y_true, y_pred)
         log_p, log_q = self._log_probs(y_pred)
-        bce = -(self.pos_weight * y_true * log_p + (1.0 - y_true) * log_q)
+        weight = self.pos_weight
+        if isinstance(weight, list):
+            if len(weight) != y_pred.shape[-1]:
+                raise ValueError(f"{len(weight)} pos_weight values for {y_pred.shape[-1]} "
+                                 "channels; give one per channel")
+            weight = ops.convert_to_tensor(weight, "float32")
+        bce = -(weight * y_true * log_p + (1.0 - y_true) * log_q)
         bce = _drop_background(bce, self.ignore_background)
         return ops.mean(bce, axis=tuple(range(1, len(bce.shape))))
 

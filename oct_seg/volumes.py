@@ -19,6 +19,8 @@ pages: a B-scan stack)  one B-scan per page         Z spacing) or OME-XML Physic
                                                     PARAM_SCAN chunk (when present)
 .img (Zeiss Cirrus)     oct-converter IMG           none; B-scan size must be given
                                                     (default 1024 x 512)
+.mhd (MetaImage, e.g.   SimpleITK (oct_seg.data.    ElementSpacing x, y, z = lateral, axial,
+RETOUCH oct.mhd + .raw) retouch.read_metaimage)     B-scan spacing
 ======================  ==========================  ==========================================
 
 oct-converter 0.7.0 has no .vol reader, so Heidelberg .vol files are read here following the
@@ -30,7 +32,8 @@ Every B-scan is returned as float32 (H, W) in [0, 1] (H = depth/axial, W = A-sca
 .vol reflectivities are shown with the usual fourth-root display transform, integer data is
 divided by the volume's maximum, float data outside [0, 1] is min-max scaled per volume.
 Single images (and one-page TIFFs) follow oct_seg.data.readers.read_image instead (integers
-divided by their type's maximum, e.g. 255).
+divided by their type's maximum, e.g. 255); so do MetaImage volumes, so that a B-scan reads as
+its PNG written by `oct-seg data retouch` does (what a model trained on that folder saw).
 
 Multi-page TIFF stacks (ImageJ / vendor exports): the page count decides, never the array
 shape; every page must have the same size and pixel type (else ValueError naming the page).
@@ -59,7 +62,7 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VENDOR_FORMATS = {".vol": "Heidelberg .vol", ".e2e": "Heidelberg .e2e", ".fds": "Topcon .fds",
-                  ".fda": "Topcon .fda", ".img": "Zeiss Cirrus .img"}
+                  ".fda": "Topcon .fda", ".img": "Zeiss Cirrus .img", ".mhd": "MetaImage .mhd"}
 VOLUME_EXTENSIONS = tuple(VENDOR_FORMATS)
 
 _VOL_HEADER_SIZE = 2048
@@ -168,7 +171,8 @@ def _read_vendor(path: Path, ext: str, img_shape) -> list[Volume]:
     """The non-empty volumes of a vendor file; every parser failure becomes one ValueError
     naming the file."""
     readers = {".vol": _read_vol, ".e2e": _read_e2e, ".fds": _read_topcon,
-               ".fda": _read_topcon, ".img": lambda p: _read_img(p, img_shape)}
+               ".fda": _read_topcon, ".img": lambda p: _read_img(p, img_shape),
+               ".mhd": _read_mhd}
     try:
         volumes = readers[ext](path)
     except Exception as err:  # vendor parsers fail in many ways on foreign/corrupt files
@@ -180,6 +184,16 @@ def _read_vendor(path: Path, ext: str, img_shape) -> list[Volume]:
     if not volumes:
         raise ValueError(f"{path}: the file holds no OCT B-scans")
     return volumes
+
+
+def _read_mhd(path: Path) -> list[Volume]:
+    """A 3-D MetaImage volume (B-scans along z) with its ElementSpacing, integers divided by
+    their type's maximum (module docstring)."""
+    from oct_seg.data.retouch import read_metaimage
+
+    voxels, (lateral, axial, bscan) = read_metaimage(path)
+    return [Volume(path.stem, path, to_unit_range(list(voxels), integer_scale="dtype"),
+                   Spacing(lateral, axial, bscan, "MetaImage ElementSpacing"))]
 
 
 def _printable(err: BaseException, limit: int = 160) -> str:

@@ -428,3 +428,19 @@ def test_pos_weight_rules():
             pos_weight_from_fraction(bad)
     with pytest.raises(ValueError):
         pos_weight_from_masks([np.zeros((3, 3))])
+
+
+def test_wbce_per_class_weights_match_reference_and_round_trip():
+    y, p = random_case(8, (2, 8, 8, 3))
+    weights = [0.5, 2.0, 3.0]
+    ref = ref_wbce(y, p, pos_weight=np.array(weights))
+    np.testing.assert_allclose(per_image(WeightedBCE(pos_weight=weights), y, p), ref, rtol=1e-5)
+    combined = CombinedLoss(alpha=0.0, beta=0.0, gamma=1.0, pos_weight=weights)
+    again = CombinedLoss.from_config(combined.get_config())
+    np.testing.assert_allclose(per_image(again, y, p), ref, rtol=1e-5)
+    # a single weight per channel is not the scalar weight on every channel
+    assert not np.allclose(ref, ref_wbce(y, p, pos_weight=2.0))
+    with pytest.raises(ValueError, match="2 pos_weight values for 3 channels"):
+        per_image(WeightedBCE(pos_weight=[1.0, 2.0]), y, p)
+    with pytest.raises(ValueError, match="pos_weight must be a finite number > 0"):
+        WeightedBCE(pos_weight=[1.0, 0.0])

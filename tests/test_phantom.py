@@ -66,3 +66,47 @@ def test_phantom_volume_geometry_and_exact_fluid():
     again = make_phantom_volume(np.random.default_rng(4), n_bscans=6, height=48, width=40,
                                 field_mm=3.0)
     np.testing.assert_array_equal(again[1], labels)  # the fluid does not depend on speckle
+
+
+def test_fluid_types_lie_in_their_anatomical_places():
+    """In the clean phantom, the tissue next to each fluid type tells where it lies: IRF has
+    inner-retina tissue above it and ends above the RPE, SRF rests on the RPE, PED lies right
+    under the RPE band (whose level no fluid pixel has)."""
+    img, labels = make_phantom(7, 128, 192, n_cysts=4, subretinal=True, ped=True,
+                               fluid_types=True, speckle=False)
+    binary = make_phantom(7, 128, 192, n_cysts=4, subretinal=True, ped=True, speckle=False)[1]
+    np.testing.assert_array_equal(labels > 0, binary.astype(bool))
+    np.testing.assert_array_equal(np.isclose(img, FLUID_LEVEL), labels > 0)
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    inner = [LEVELS[t] for t in ("nfl", "gcl", "ipl", "inl", "opl", "onl")]
+    checked = {1: 0, 2: 0, 3: 0}
+    for c in range(192):
+        rpe = np.where(np.isclose(img[:, c], LEVELS["rpe"]))[0]
+        for cid in (1, 2, 3):
+            fluid = np.where(labels[:, c] == cid)[0]
+            if not fluid.size:
+                continue
+            checked[cid] += 1
+            if cid == 1:
+                assert np.isclose(img[fluid.min() - 1, c], inner).any() and fluid.max() < rpe.min()
+            elif cid == 2:
+                assert fluid.max() + 1 == rpe.min()
+            else:
+                assert fluid.min() - 1 == rpe.max()
+    assert min(checked.values()) >= 3
+
+
+def test_multiclass_phantom_dataset(tmp_path):
+    out = write_phantom_dataset(tmp_path / "mc", n_subjects=2, per_subject=4, height=64,
+                                width=96, seed=1, fluid_types=True)
+    scans = read_dataset(out)
+    assert scans.classes == ("IRF", "SRF", "PED")
+    pooled = np.concatenate([m.ravel() for m in scans.masks])
+    assert set(np.unique(pooled)) == {0, 1, 2, 3}
+    rng = np.random.default_rng([1, 2, 3])
+    kinds = dict(subretinal=bool(rng.random() < 0.6), ped=bool(rng.random() < 0.6))
+    np.testing.assert_array_equal(scans.masks[7], make_phantom(rng, 64, 96, fluid_types=True,
+                                                               dome_peak=(0.15, 0.3), **kinds)[1])
+    for cid, cname in enumerate(("IRF", "SRF", "PED"), start=1):
+        np.testing.assert_allclose(scans.index[f"{cname}_fraction"],
+                                   [np.mean(m == cid) for m in scans.masks], atol=1e-6)

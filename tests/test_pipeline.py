@@ -231,3 +231,51 @@ def test_patch_dataset_bad_arguments(kwargs, match):
     images, masks = _phantoms(1, (32, 32))
     with pytest.raises((ValueError, TypeError), match=match):
         make_patch_dataset(images, masks, **{"patch_size": (16, 16), **kwargs})
+
+
+def _fluid_types(n=3, size=(64, 96)):
+    pairs = [make_phantom(i, *size, n_cysts=3, subretinal=True, ped=True, fluid_types=True,
+                          speckle=False) for i in range(n)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def test_multiclass_targets_are_one_hot_class_ids():
+    images, labels = _fluid_types()
+    eye = np.eye(4, dtype=np.float32)
+    (x, y), = _batches(make_dataset(images, labels, image_size=(64, 96), batch_size=3,
+                                    n_labels=4))
+    np.testing.assert_array_equal(y, eye[np.stack(labels)])
+    # a flip-only warp moves image and classes together: each y is the one-hot of the
+    # labels or of their mirror, the one whose fluid pixels the flipped clean image shows
+    flip = Augment(rotation=0, shift=0, crop=1.0, flip=True, brightness=0, contrast=0, gamma=0)
+    seen = set()
+    for epoch in range(3):
+        ds = make_dataset(images, labels, image_size=(64, 96), batch_size=3, training=True,
+                          augment=flip, seed=epoch, shuffle=False, n_labels=4)
+        (x, y), = _batches(ds)
+        for k in range(3):
+            mirrored = not np.allclose(x[k, ..., 0], images[k], atol=1e-6)
+            want = labels[k][:, ::-1] if mirrored else labels[k]
+            np.testing.assert_array_equal(y[k], eye[want])
+            seen.add(mirrored)
+    assert seen == {True, False}
+    # a rotating warp keeps one class per pixel and every class
+    rot = Augment(rotation=10, shift=0.05, crop=0.9, flip=True, brightness=0, contrast=0, gamma=0)
+    (x, y), = _batches(make_dataset(images, labels, image_size=(64, 96), batch_size=3,
+                                    training=True, augment=rot, n_labels=4))
+    np.testing.assert_array_equal(y.sum(-1), 1.0)
+    assert (y[..., 1:].sum(axis=(0, 1, 2)) > 0).all()
+    with pytest.raises(ValueError, match=r"masks\[0\] holds class ids \[3\] outside 0..2"):
+        make_dataset(images, labels, image_size=(64, 96), n_labels=3)
+
+
+def test_multiclass_patches_are_centred_on_any_fluid_class():
+    images, labels = _fluid_types(4, (64, 96))
+    ds = make_patch_dataset(images, labels, (16, 32), batch_size=4, augment=False,
+                            foreground=1.0, n_labels=4)
+    for x, y in ds.take(3):
+        x, y = x.numpy(), y.numpy()
+        assert y.shape == (4, 16, 32, 4) and np.array_equal(y.sum(-1), np.ones((4, 16, 32)))
+        assert (y[..., 0] < 0.5).any(axis=(1, 2)).all()       # every patch holds fluid
+        # the patch's classes are where the clean image is at the fluid level
+        np.testing.assert_array_equal(y[..., 0] < 0.5, np.isclose(x[..., 0], FLUID_LEVEL))

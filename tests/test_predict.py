@@ -356,3 +356,50 @@ def test_volume_report_options_checked_before_writing(tmp_path, threshold_net):
     with pytest.raises(ValueError, match="eye must be one of OD, OS"):
         predict_files(threshold_net, [tmp_path / "eye.vol"], out, eye="R")
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def class_net():
+    """Softmax over (background, A, B, C) on 16 x 20 B-scans: pixels brighter than 0.5 are
+    fluid, of class A in columns 0-6, B in 7-13, C in 14-19."""
+    band = np.full((16, 20, 3), -1000.0, np.float32)
+    band[:, :7, 0] = band[:, 7:14, 1] = band[:, 14:, 2] = 0.0
+    inp = keras.Input((16, 20, 1))
+    x = keras.layers.Rescaling(100.0, -50.0)(inp)
+    logits = keras.layers.Lambda(lambda v: keras.ops.concatenate(
+        [keras.ops.zeros_like(v), v + band], axis=-1))(x)
+    return keras.Model(inp, keras.layers.Softmax()(logits), name="class_net")
+
+
+def test_multiclass_areas_volumes_masks_and_legend_by_hand(tmp_path, class_net):
+    raw = [np.zeros((16, 20), np.float32) for _ in range(3)]
+    raw[0][0, :3] = 1.0          # A: 3 px
+    raw[2][2:4, :5] = 1.0        # A: 10 px
+    raw[2][5:7, 8:12] = 1.0      # B: 8 px
+    raw[1][10, 15:20] = 1.0      # C: 5 px
+    write_vol(tmp_path / "eye.vol", raw, scale_x=0.011, distance=0.125, scale_z=0.0039)
+    out = tmp_path / "pred"
+    areas = predict_files(class_net, [tmp_path / "eye.vol"], out, progress=False,
+                          classes=["IRF", "SRF", "PED"])
+    pixel_mm2 = 0.011 * 0.0039
+    assert list(areas["IRF_pixels"]) == [3, 0, 10] and list(areas["SRF_pixels"]) == [0, 0, 8]
+    assert list(areas["PED_pixels"]) == [0, 5, 0] and list(areas["fluid_pixels"]) == [3, 5, 18]
+    np.testing.assert_allclose(areas["SRF_area_mm2"], [0, 0, 8 * pixel_mm2])
+    vols = pd.read_csv(out / "fluid_volumes.csv").iloc[0]
+    for name, pixels in (("IRF", 13), ("SRF", 8), ("PED", 5), ("fluid", 26)):
+        assert vols[f"{name}_pixels"] == pixels
+        assert vols[f"{name}_volume_mm3"] == pytest.approx(pixels * pixel_mm2 * 0.125)
+    mask = _read_png(out / "masks" / "eye_b002.png")
+    want = np.zeros((16, 20), np.uint8)
+    want[2:4, :5], want[5:7, 8:12] = 1, 2
+    np.testing.assert_array_equal(mask, want)
+    rgb = _read_png(out / "overlays" / "eye_b002.png")
+    assert rgb.shape == (16 + 3 * 14, 20, 3)      # 20 px wide: one legend row per class
+    for k in range(3):                             # each class's swatch in its colour
+        np.testing.assert_array_equal(rgb[16 + 14 * k + 6, 6], OVERLAY_COLOURS[k])
+    np.testing.assert_array_equal(rgb[:16], overlay(raw[2] > 0.5, want))
+    with pytest.raises(ValueError, match="2 class names"):
+        predict_files(class_net, [tmp_path / "eye.vol"], tmp_path / "p2", progress=False,
+                      classes=["IRF", "SRF"])
+    generic = predict_files(class_net, [tmp_path / "eye.vol"], tmp_path / "p3", progress=False)
+    assert list(generic["class3_pixels"]) == [0, 5, 0]

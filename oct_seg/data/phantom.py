@@ -2,8 +2,11 @@
 
 A phantom is a layered retina (vitreous, NFL, GCL, IPL, INL, OPL, ONL, inner segments,
 IS/OS line, outer segments, RPE, choroid) with a curved foveal pit, dark elliptical cystoid
-pockets inside the inner retina (GCL..ONL), and optionally a dome-shaped subretinal fluid
-pocket above the RPE. Multiplicative speckle (gamma distributed, mean 1, ``looks`` = shape,
+pockets inside the inner retina (GCL..ONL; intraretinal fluid, IRF), optionally a
+dome-shaped subretinal fluid pocket between the photoreceptors and the RPE (SRF) and a
+dome-shaped pigment epithelial detachment under the RPE band (PED). Binary masks mark all of
+them 1; with ``fluid_types=True`` they hold the RETOUCH class ids (``FLUID_TYPES``: 1 IRF,
+2 SRF, 3 PED), so the three types differ by their place in the retina, as in real scans. Multiplicative speckle (gamma distributed, mean 1, ``looks`` = shape,
 laterally correlated over 3 px) and a small additive noise floor are applied last. Without
 speckle every tissue has the constant level in ``LEVELS`` and fluid is exactly ``FLUID_LEVEL``,
 which no other tissue or blend of neighbouring tissues reaches: tests use that to re-derive
@@ -19,10 +22,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from oct_seg.data.retouch import RETOUCH_CLASSES as FLUID_TYPES  # class ids 1 IRF, 2 SRF, 3 PED
+
 FLUID_LEVEL = 0.03
 LEVELS = {"vitreous": 0.08, "nfl": 0.80, "gcl": 0.45, "ipl": 0.60, "inl": 0.30, "opl": 0.55,
           "onl": 0.22, "is": 0.35, "isos": 0.85, "os": 0.40, "rpe": 0.90, "choroid": 0.50,
           "sclera": 0.15}
+FLUID_DOME = (0.15, 0.3)   # SRF / PED peak height in multi-class phantom sets (x thickness)
 _INNER = (("nfl", 0.15), ("gcl", 0.25), ("ipl", 0.20), ("inl", 0.20), ("opl", 0.20))
 
 
@@ -33,12 +39,16 @@ def _rng(rng_or_seed) -> np.random.Generator:
 
 
 def make_phantom(rng_or_seed, height: int = 496, width: int = 768, *, n_cysts: int | None = None,
-                 subretinal: bool | None = None, speckle: bool = True, looks: float = 3.0):
-    """One synthetic B-scan: (image float32 (H, W) in [0, 1], mask uint8 (H, W) in {0, 1}).
+                 subretinal: bool | None = None, ped: bool = False, fluid_types: bool = False,
+                 dome_peak=(0.06, 0.12), speckle: bool = True, looks: float = 3.0):
+    """One synthetic B-scan: (image float32 (H, W) in [0, 1], mask uint8 (H, W)).
 
     n_cysts: number of cystoid pockets (None: random 0..6, 0 with probability 0.25);
-    subretinal: add a subretinal pocket (None: with probability 0.2); speckle: apply
-    speckle and noise floor (False gives the clean piecewise-constant phantom).
+    subretinal: add a subretinal pocket (None: with probability 0.2); ped: add a pigment
+    epithelial detachment (default False, so the binary phantoms of a seed stay what they
+    were); fluid_types: mask holds class ids (1 IRF, 2 SRF, 3 PED) instead of {0, 1};
+    dome_peak: range of the SRF and PED domes' peak heights, as fractions of the retina
+    thickness (the default keeps the binary phantoms' shallow subretinal pocket); speckle: apply speckle and noise floor (False gives the clean piecewise-constant phantom).
     """
     if height < 32 or width < 32:
         raise ValueError(f"phantom needs height and width >= 32, got {height} x {width}")
@@ -73,14 +83,25 @@ def make_phantom(rng_or_seed, height: int = 496, width: int = 768, *, n_cysts: i
     mask &= (y > ilm[None, :] + 2) & (y < (rpe_top - 0.08 * thick)[None, :] - 2)
     if subretinal is None:
         subretinal = rng.random() < 0.2
+    labels = mask.astype(np.uint8)
     if subretinal:
-        xs, ws = xc + rng.uniform(-0.1, 0.1) * W, rng.uniform(0.05, 0.12) * W
-        h = rng.uniform(0.06, 0.12) * thick * np.clip(1 - ((x - xs) / ws) ** 2, 0, None)
-        mask |= (y >= (rpe_top - h)[None, :]) & (y < rpe_top[None, :] - 0.5) & (h[None, :] >= 1)
-    image[mask] = FLUID_LEVEL
+        h = _dome(rng, x, xc, W, thick, dome_peak)
+        labels[(y >= (rpe_top - h)[None, :]) & (y < rpe_top[None, :] - 0.5) & (h[None, :] >= 1)] = 2
+    if ped:  # under the RPE band, above the choroid it pushes down
+        h, bruch = _dome(rng, x, xc, W, thick, dome_peak), rpe_top + 0.07 * thick
+        labels[(y >= bruch[None, :] - 0.5) & (y < (bruch + h)[None, :] - 0.5) & (h[None, :] >= 1)] = 3
+    image[labels > 0] = FLUID_LEVEL
     if speckle:
         image = _speckle(image, rng, looks)
-    return np.clip(image, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8)
+    return (np.clip(image, 0.0, 1.0).astype(np.float32),
+            labels if fluid_types else (labels > 0).astype(np.uint8))
+
+
+def _dome(rng, x, xc: float, width: int, thick: float, peak):
+    """Height (px) per column (W,) of a parabolic dome near the centre xc: half-width
+    5-12 % of the width, peak height U(*peak) x the retina thickness ``thick`` (px)."""
+    xs, ws = xc + rng.uniform(-0.1, 0.1) * width, rng.uniform(0.05, 0.12) * width
+    return rng.uniform(*peak) * thick * np.clip(1 - ((x - xs) / ws) ** 2, 0, None)
 
 
 def _layers(height: int, ilm, rpe_top, thick: float):
@@ -167,18 +188,26 @@ def make_phantom_volume(rng_or_seed, n_bscans: int = 25, height: int = 128, widt
 
 
 def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height: int = 496,
-                          width: int = 768, seed: int = 0, overwrite: bool = False):
-    """Write a synthetic dataset folder (images/, masks/ 0/255 PNG, index.csv) and return its Path.
+                          width: int = 768, seed: int = 0, overwrite: bool = False,
+                          fluid_types: bool = False):
+    """Write a synthetic dataset folder (images/, masks/, index.csv) and return its Path.
 
     Names are ``phantomSS_scanKK``; index.csv has name, subject ("phantomSS"), bscan_index,
     height, width, fluid_fraction, n_fluid_components (4-connected), source="synthetic".
     Scan (s, k) is generated from numpy seed (seed, s, k), so any subset is reproducible.
+    Binary (default): masks 0/255. fluid_types=True: a multi-class set, masks hold the
+    class ids of ``FLUID_TYPES`` (1 IRF, 2 SRF, 3 PED), each scan has SRF and PED with
+    probability 0.6 each (so a few scans hold every class), their domes 15-30 % of the
+    retina thickness high (``FLUID_DOME``: visible at the small sizes of tests and the
+    demo, where the binary phantoms' 6-12 % make a pocket 1-2 pixels high), and index.csv adds
+    IRF_fraction, SRF_fraction, PED_fraction and classes = "IRF;SRF;PED".
     """
     from pathlib import Path
 
     from PIL import Image
     from scipy import ndimage
 
+    from oct_seg.data.readers import class_columns
     from oct_seg.io import atomic_dir
 
     if n_subjects < 1 or per_subject < 1:
@@ -189,12 +218,16 @@ def write_phantom_dataset(out, n_subjects: int = 4, per_subject: int = 4, height
         (tmp / "masks").mkdir()
         for s in range(1, n_subjects + 1):
             for k in range(per_subject):
-                image, mask = make_phantom(np.random.default_rng([seed, s, k]), height, width)
+                rng = np.random.default_rng([seed, s, k])
+                kinds = dict(subretinal=bool(rng.random() < 0.6), ped=bool(rng.random() < 0.6),
+                             fluid_types=True, dome_peak=FLUID_DOME) if fluid_types else {}
+                image, mask = make_phantom(rng, height, width, **kinds)
                 name = f"phantom{s:02d}_scan{k:02d}"
                 Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp / "images" / f"{name}.png")
-                Image.fromarray(mask * 255).save(tmp / "masks" / f"{name}.png")
-                rows.append(dict(name=name, subject=f"phantom{s:02d}", bscan_index=k, height=height,
-                                 width=width, fluid_fraction=round(float(mask.mean()), 6),
-                                 n_fluid_components=int(ndimage.label(mask)[1]), source="synthetic"))
+                Image.fromarray(mask if fluid_types else mask * 255).save(tmp / "masks" / f"{name}.png")
+                row = dict(name=name, subject=f"phantom{s:02d}", bscan_index=k, height=height,
+                           width=width, fluid_fraction=round(float(np.mean(mask > 0)), 6),
+                           n_fluid_components=int(ndimage.label(mask > 0)[1]), source="synthetic")
+                rows.append({**row, **class_columns(mask, FLUID_TYPES)} if fluid_types else row)
         pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
     return out

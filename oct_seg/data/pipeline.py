@@ -31,7 +31,11 @@ Policy:
   ``noise_std > 0`` make_dataset adds it at the scan's original size, before size fitting, with
   seed (seed, name) when ``names`` are given (as oct_seg.evaluate), else (seed, index).
   Clipping to [0, 1] lowers the realised std near 0 and 1.
-* Masks are binary here: any non-zero mask value is fluid (y in {0, 1}, n_labels = 1).
+* Masks: with ``n_labels=1`` (binary, the default) any non-zero mask value is fluid (y in
+  {0, 1}, one channel); with ``n_labels=C > 1`` the mask values are class ids 0..C-1 and y is
+  their one-hot encoding (C channels, for a softmax network). The warp interpolates the
+  one-hot channels bilinearly and takes the largest again (one class per pixel, as the binary
+  mask's 0.5 threshold).
 """
 from __future__ import annotations
 
@@ -179,8 +183,9 @@ def _affine(seed, height, width, aug: Augment):
 
 
 def _augment(seed, x, y, mean, aug: Augment, noise_std: float):
-    """Jointly warp x (H, W, 1) and y (H, W, 1) then change x's intensity (contrast about
-    ``mean``, the scan's precomputed mean); stateless, element-wise ops only after the warp."""
+    """Jointly warp x (H, W, 1) and y (H, W, 1) or one-hot (H, W, C) then change x's intensity
+    (contrast about ``mean``, the scan's precomputed mean); stateless, element-wise ops only
+    after the warp."""
     height, width = tf.shape(x)[0], tf.shape(x)[1]
     seeds = tf.random.experimental.stateless_split(seed, num=5)
     stack = tf.concat([x, y], axis=-1)[None]
@@ -189,7 +194,10 @@ def _augment(seed, x, y, mean, aug: Augment, noise_std: float):
         output_shape=tf.stack([height, width]), fill_value=0.0,
         interpolation="BILINEAR", fill_mode="REFLECT")[0]
     x = warped[..., :1]
-    y = tf.cast(warped[..., 1:] >= 0.5, tf.float32)
+    if y.shape[-1] == 1:
+        y = tf.cast(warped[..., 1:] >= 0.5, tf.float32)
+    else:
+        y = tf.one_hot(tf.argmax(warped[..., 1:], axis=-1), y.shape[-1], dtype=tf.float32)
     if aug.gamma > 0:
         x = tf.pow(x, tf.exp(tf.random.stateless_uniform([], seeds[1], -aug.gamma, aug.gamma)))
     if aug.contrast > 0:
@@ -200,6 +208,29 @@ def _augment(seed, x, y, mean, aug: Augment, noise_std: float):
     if noise_std > 0:
         x = x + tf.random.stateless_normal(tf.shape(x), seeds[4], stddev=noise_std)
     return tf.clip_by_value(x, 0.0, 1.0), y
+
+
+def _labels(masks, n_labels: int):
+    """Masks as the uint8 labels the pipeline stores: {0, 1} (non-zero = fluid) for
+    n_labels == 1, else the class ids, checked to lie in 0..n_labels-1."""
+    if int(n_labels) != n_labels or n_labels < 1:
+        raise ValueError(f"n_labels must be a positive integer, got {n_labels!r}")
+    if n_labels == 1:
+        return [(m != 0).astype(np.uint8) for m in masks]
+    for i, m in enumerate(masks):
+        bad = np.unique(m[(m < 0) | (m >= n_labels)])
+        if bad.size:
+            raise ValueError(f"masks[{i}] holds class ids {bad[:5].tolist()} outside "
+                             f"0..{n_labels - 1} (n_labels={n_labels})")
+    return [m.astype(np.uint8) for m in masks]
+
+
+def _target(labels, n_labels: int):
+    """Stored uint8 labels (..., 1) -> the float32 target: as is for one channel, one-hot
+    (..., n_labels) otherwise."""
+    if n_labels == 1:
+        return tf.cast(labels, tf.float32)
+    return tf.one_hot(tf.cast(labels[..., 0], tf.int32), n_labels, dtype=tf.float32)
 
 
 def _stack(arrays, what):
@@ -218,13 +249,14 @@ def _stack(arrays, what):
 
 def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, training: bool = False,
                  augment=True, noise_std: float = 0.0, seed: int = 0, shuffle=None,
-                 drop_remainder: bool = False, policy: str = "resize", names=None) -> tf.data.Dataset:
-    """tf.data.Dataset of (x (B, h, w, 1) float32 [0, 1], y (B, h, w, 1) float32 {0, 1}).
+                 drop_remainder: bool = False, policy: str = "resize", names=None,
+                 n_labels: int = 1) -> tf.data.Dataset:
+    """tf.data.Dataset of (x (B, h, w, 1) float32 [0, 1], y (B, h, w, n_labels) float32 {0, 1}).
 
     images / masks: sequences of (H, W) arrays (sizes may differ), images float in [0, 1],
-    masks any integer labels (non-zero = fluid). training=True applies ``augment`` (True for
-    the default ``Augment()``, False for none, or an ``Augment``) and noise_std as an
-    augmentation; training=False with noise_std > 0 builds the seeded noisy test condition.
+    masks integer labels (n_labels 1: non-zero = fluid; else class ids, y one-hot).
+    training=True applies ``augment`` (True for the default ``Augment()``, False for none, or
+    an ``Augment``) and noise_std as an augmentation; training=False with noise_std > 0 builds the seeded noisy test condition.
     shuffle: None -> same as training. masks=None yields x only. names: scan names; when
     given, the noisy test condition seeds each scan with (seed, name) (as
     oct_seg.evaluate does), else with (seed, index).
@@ -261,7 +293,7 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
     means = x.mean(axis=(1, 2, 3), dtype=np.float64).astype(np.float32)
     tensors = (x, means)
     if masks is not None:
-        y = _fit_all([(m != 0).astype(np.uint8) for m in masks], image_size, policy, mask=True)
+        y = _fit_all(_labels(masks, n_labels), image_size, policy, mask=True)
         tensors = (x, means, y)
     ds = tf.data.Dataset.from_tensor_slices(tensors).enumerate()
     if shuffle is None:
@@ -277,7 +309,7 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
             element_seed = tf.stack([draw, index])
             if masks is None:
                 return _augment(element_seed, data[0], tf.zeros_like(data[0]), data[1], aug, noise_std)[0]
-            x_aug, y_aug = _augment(element_seed, data[0], tf.cast(data[2], tf.float32), data[1], aug, noise_std)
+            x_aug, y_aug = _augment(element_seed, data[0], _target(data[2], n_labels), data[1], aug, noise_std)
             return x_aug, y_aug
 
         ds = tf.data.Dataset.zip(ds, rand).map(apply, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -285,7 +317,7 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
         def plain(index, data):
             if masks is None:
                 return data[0]
-            return data[0], tf.cast(data[2], tf.float32)
+            return data[0], _target(data[2], n_labels)
 
         ds = ds.map(plain, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
@@ -302,7 +334,8 @@ def _pad_to_canvas(arrays, canvas):
 
 
 def _crop_patch(seed, x, y, patch, foreground: float):
-    """Crop a (ph, pw) patch of x and y (H, W, 1) jointly; stateless.
+    """Crop a (ph, pw) patch of x (H, W, 1) and y (H, W, 1) or one-hot (H, W, C) jointly;
+    stateless.
 
     With probability ``foreground`` (and if y holds fluid) the patch is placed so that one
     fluid pixel, drawn uniformly from all fluid pixels, lands at a uniformly random position
@@ -312,7 +345,9 @@ def _crop_patch(seed, x, y, patch, foreground: float):
     ph, pw = patch
     height, width = tf.shape(x)[0], tf.shape(x)[1]
     seeds = tf.random.experimental.stateless_split(seed, num=5)
-    fluid = tf.cast(tf.where(y[..., 0] > 0.5), tf.int32)            # (N, 2) row, col
+    channels = y.shape[-1]
+    is_fluid = y[..., 0] > 0.5 if channels == 1 else y[..., 0] < 0.5  # one-hot: not background
+    fluid = tf.cast(tf.where(is_fluid), tf.int32)                    # (N, 2) row, col
     n = tf.shape(fluid)[0]
     use_fg = (tf.random.stateless_uniform([], seeds[0]) < foreground) & (n > 0)
     pick = tf.gather(tf.concat([fluid, tf.zeros((1, 2), tf.int32)], 0),
@@ -322,14 +357,15 @@ def _crop_patch(seed, x, y, patch, foreground: float):
     uniform = tf.random.stateless_uniform([2], seeds[3], 0, 2 ** 30, tf.int32) % free
     corner = tf.where(use_fg, tf.clip_by_value(pick - at, 0, free - 1), uniform)
     x = tf.slice(x, tf.concat([corner, [0]], 0), [ph, pw, 1])
-    y = tf.slice(y, tf.concat([corner, [0]], 0), [ph, pw, 1])
-    return tf.ensure_shape(x, (ph, pw, 1)), tf.ensure_shape(y, (ph, pw, 1))
+    y = tf.slice(y, tf.concat([corner, [0]], 0), [ph, pw, channels])
+    return tf.ensure_shape(x, (ph, pw, 1)), tf.ensure_shape(y, (ph, pw, channels))
 
 
 def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4,
                        augment=True, foreground: float = 0.5, noise_std: float = 0.0,
-                       seed: int = 0) -> tf.data.Dataset:
-    """Endless-epoch training set of native-resolution patches: (x, y), each (B, ph, pw, 1).
+                       seed: int = 0, n_labels: int = 1) -> tf.data.Dataset:
+    """Endless-epoch training set of native-resolution patches: x (B, ph, pw, 1), y
+    (B, ph, pw, n_labels) (one-hot class ids for n_labels > 1, as make_dataset).
 
     The B-scans are never resized, so a pixel keeps the scanner's spacing (a 1-pixel cyst
     stays one pixel). Per scan and epoch: the whole scan (zero-padded, centred, to a common
@@ -342,7 +378,8 @@ def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4
     noise draws are stateless, seeded by (seed, epoch draw, scan index) as in make_dataset.
 
     images: sequence of float (H, W) in [0, 1] (sizes may differ); masks: (H, W) integer
-    labels (non-zero = fluid). patch_size (ph, pw): the network's input size during
+    labels (n_labels 1: non-zero = fluid; else class ids; "fluid" for the foreground
+    placement is then any class but 0). patch_size (ph, pw): the network's input size during
     training (multiples of its size multiple). The default (256, 768) is a full-width strip
     of a Spectralis B-scan: the network sees both lateral ends, so it can learn where the
     graders' central annotation window lies.
@@ -373,7 +410,7 @@ def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4
         raise TypeError(f"augment must be True, False or an Augment, got {type(augment).__name__}")
     canvas = (max(ph, max(a.shape[0] for a in images)), max(pw, max(a.shape[1] for a in images)))
     x = _pad_to_canvas([a.astype(np.float32) for a in images], canvas)
-    y = _pad_to_canvas([(m != 0).astype(np.uint8) for m in masks], canvas)
+    y = _pad_to_canvas(_labels(masks, n_labels), canvas)
     means = np.array([a.mean(dtype=np.float64) for a in images], np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, means, y)).enumerate()
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -382,7 +419,7 @@ def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4
     def sample(item, draw):
         index, (image, mean, mask) = item
         seeds = tf.random.experimental.stateless_split(tf.stack([draw, index]), num=2)
-        image, mask = _augment(seeds[0], image, tf.cast(mask, tf.float32), mean, augment,
+        image, mask = _augment(seeds[0], image, _target(mask, n_labels), mean, augment,
                                noise_std)
         return _crop_patch(seeds[1], image, mask, (ph, pw), foreground)
 

@@ -4,7 +4,8 @@ Dataset folder layout::
 
     DATASET/images/NAME.png     grey B-scan (PNG, TIFF 8/16 bit, JPEG, BMP)
     DATASET/masks/NAME.png      fluid mask, same file stem as its image
-    DATASET/index.csv           optional: columns name, subject (+ any others, kept)
+    DATASET/index.csv           optional: columns name, subject (+ any others, kept);
+                                a ``classes`` column declares a multi-class set (below)
 
 Rules (all documented choices):
 
@@ -36,6 +37,11 @@ Rules (all documented choices):
 * Without index.csv every scan is its own subject (subject = name), with a warning:
   folds split by subject are then not patient-wise, so provide index.csv for real data.
 * read_dataset adds a ``fluid_fraction`` column (mean of the binary mask) when index.csv has none.
+* Classes: a ``classes`` column in index.csv (the same text in every row, e.g.
+  ``IRF;SRF;PED``) names the fluid classes 1, 2, ... in id order (0 is background). With it,
+  read_dataset keeps the masks' integer class ids (``binary=False``, a PNG pixel value = the
+  class id) and refuses a mask holding an id outside 0..len(classes); ``ScanSet.classes``
+  is then the tuple of names. Without it the set is binary (``classes == ()``), as before.
 """
 from __future__ import annotations
 
@@ -51,6 +57,8 @@ import pandas as pd
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 INDEX_FILE = "index.csv"
 MIN_SIDE = 16
+CLASSES_COLUMN = "classes"
+CLASS_SEPARATOR = ";"
 MAX_PIXELS_ENV = "OCT_SEG_MAX_PIXELS"
 _LUMA_601 = np.array([0.299, 0.587, 0.114])
 
@@ -62,12 +70,20 @@ class DataError(ValueError):
 @dataclasses.dataclass
 class ScanSet:
     """B-scans with masks. images: float32 (H, W) in [0, 1]; masks: uint8 (H, W);
-    index: DataFrame with at least ``name`` and ``subject``, one row per scan, same order."""
+    index: DataFrame with at least ``name`` and ``subject``, one row per scan, same order.
+    classes: names of the fluid classes 1..C-1 of a multi-class set (masks hold class ids
+    0..C-1, 0 = background); () for a binary set (masks {0, 1})."""
 
     names: list
     images: list
     masks: list
     index: pd.DataFrame
+    classes: tuple = ()
+
+    @property
+    def n_labels(self) -> int:
+        """Output channels of a network for this set: 1 (binary, sigmoid) or C (softmax)."""
+        return len(self.classes) + 1
 
     def __len__(self):
         return len(self.names)
@@ -84,6 +100,7 @@ class ScanSet:
             images=[self.images[i] for i in rows],
             masks=[self.masks[i] for i in rows],
             index=self.index.iloc[rows].reset_index(drop=True),
+            classes=self.classes,
         )
 
 
@@ -234,8 +251,8 @@ def read_mask(path, binary: bool = True, n_classes: int | None = None) -> np.nda
     if values.size and values.max() > 255:
         raise DataError(f"{path}: label {values.max()} does not fit uint8 (max 255)")
     if n_classes is not None and values.size and values.max() >= n_classes:
-        raise DataError(f"{path}: label values {values[values >= n_classes][:5].tolist()} outside "
-                        f"the expected range 0..{n_classes - 1} (n_classes={n_classes})")
+        raise DataError(f"{path}: class ids {values[values >= n_classes][:5].tolist()} outside "
+                        f"the declared classes 0..{n_classes - 1} (n_classes={n_classes})")
     return arr.astype(np.uint8)
 
 
@@ -273,7 +290,11 @@ def check_data_folder(folder) -> Path:
 
 
 def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> ScanSet:
-    """Read DATASET/images, DATASET/masks and optional index.csv into a ScanSet (sorted by name)."""
+    """Read DATASET/images, DATASET/masks and optional index.csv into a ScanSet (sorted by name).
+
+    An index.csv with a ``classes`` column makes the set multi-class (module docstring):
+    masks keep their class ids, checked against the declared classes, whatever ``binary``
+    and ``n_classes`` say."""
     folder = check_data_folder(folder)
     images = _list_images(folder / "images")
     masks = _list_images(folder / "masks")
@@ -288,6 +309,9 @@ def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> S
                       stacklevel=2)
     names = sorted(images)
     index = _read_index(folder / INDEX_FILE, names)
+    classes = declared_classes(index, folder / INDEX_FILE)
+    if classes:
+        binary, n_classes = False, len(classes) + 1
     imgs, msks = [], []
     for name in names:
         img = read_image(images[name])
@@ -300,7 +324,36 @@ def read_dataset(folder, binary: bool = True, n_classes: int | None = None) -> S
         msks.append(msk)
     if "fluid_fraction" not in index.columns:
         index["fluid_fraction"] = [float(np.mean(m > 0)) for m in msks]
-    return ScanSet(names=names, images=imgs, masks=msks, index=index)
+    return ScanSet(names=names, images=imgs, masks=msks, index=index, classes=classes)
+
+
+def class_columns(mask, classes) -> dict:
+    """index.csv columns of one multi-class mask: ``NAME_fraction`` (share of its pixels with
+    class id k, rounded to 1e-6) for the names of ``classes`` (ids 1, 2, ...), and
+    ``classes`` itself ("IRF;SRF;PED")."""
+    mask = np.asarray(mask)
+    row = {f"{name}_fraction": round(float(np.mean(mask == cid)), 6)
+           for cid, name in enumerate(classes, start=1)}
+    return {**row, CLASSES_COLUMN: CLASS_SEPARATOR.join(classes)}
+
+
+def declared_classes(index: pd.DataFrame, path) -> tuple:
+    """The fluid class names of index.csv's ``classes`` column ("IRF;SRF;PED" -> ("IRF",
+    "SRF", "PED"), ids 1, 2, 3), () without the column; DataError naming ``path`` when rows
+    disagree, a name is empty or repeated, or a name is "background" (id 0 is implicit)."""
+    if CLASSES_COLUMN not in index.columns:
+        return ()
+    values = index[CLASSES_COLUMN].dropna().astype(str).unique()
+    if len(values) != 1 or index[CLASSES_COLUMN].isna().any():
+        raise DataError(f"{path}: column {CLASSES_COLUMN!r} must hold the same class list in "
+                        f"every row (e.g. IRF;SRF;PED); found {sorted(values)[:4]}")
+    names = tuple(name.strip() for name in values[0].split(CLASS_SEPARATOR))
+    if any(not n for n in names) or len(set(names)) != len(names) \
+            or any(n.lower() == "background" for n in names):
+        raise DataError(f"{path}: classes {values[0]!r} must be distinct non-empty names of the "
+                        f"fluid classes 1, 2, ... separated by {CLASS_SEPARATOR!r} (background, "
+                        "id 0, is implicit)")
+    return names
 
 
 def _read_index(path: Path, names: list) -> pd.DataFrame:

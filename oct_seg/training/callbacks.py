@@ -138,8 +138,10 @@ class ScanValidation(keras.callbacks.Callback):
     After every epoch, ``predict(model, images)`` gives a probability map per validation scan
     at its original size (oct_seg.evaluate.predict_probabilities: native size with padding,
     or the training size resized back); the pooled Dice and Jaccard over the scans
-    (oct_seg.metrics.pooled_scores) go into the epoch logs as ``val_dice`` / ``val_jaccard``,
-    where the history logger, the checkpoint and early stopping read them. Must come before
+    (oct_seg.metrics.pooled_scores; for a multi-class ScanSet the means over its fluid
+    classes, and each class's Dice as ``val_dice_NAME``) go into the epoch logs as
+    ``val_dice`` / ``val_jaccard``, where the history logger, the checkpoint and early
+    stopping read them. Must come before
     them in the callback list (Keras passes one logs dict along the list). Patches would not
     do here: they are cut at random and miss the lateral ends that the graders left
     unlabelled.
@@ -153,6 +155,9 @@ class ScanValidation(keras.callbacks.Callback):
         from oct_seg.metrics import pooled_scores
 
         probs = self.predict(self.model, self.scans.images)
-        scores = pooled_scores([m > 0 for m in self.scans.masks], probs, self.threshold)
+        classes = self.scans.classes
+        truths = self.scans.masks if classes else [m > 0 for m in self.scans.masks]
+        scores = pooled_scores(truths, probs, self.threshold, classes)
         if logs is not None:
             logs["val_dice"], logs["val_jaccard"] = scores["dice"], scores["jaccard"]
+            logs.update({f"val_dice_{name}": scores[f"dice_{name}"] for name in classes})

@@ -24,7 +24,7 @@ from oct_seg.evaluate import evaluate_conditions, predict_probabilities
 from oct_seg.io import remove_stale_temps, write_csv, write_json
 from oct_seg.loading import load_model
 from oct_seg.losses import get_loss
-from oct_seg.metrics import (SCORE_NAMES, DiceCoefficient, JaccardIndex, pooled_from_table,
+from oct_seg.metrics import (DiceCoefficient, JaccardIndex, pooled_from_table,
                              summarize_scores)
 from oct_seg.models.registry import build_model
 from oct_seg.precision import precision_scope
@@ -50,22 +50,27 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def resolve_recipe(config: TrainConfig, steps_per_epoch: int, train_masks=None) -> dict:
+def resolve_recipe(config: TrainConfig, steps_per_epoch: int, train_masks=None,
+                   classes=()) -> dict:
     """The concrete values oct_seg.training.recipe gives one fold (JSON-ready; trained.json
-    keeps them): model_kwargs, loss_kwargs, bn_momentum, output_prior.
+    keeps them): model_kwargs, loss_kwargs, bn_momentum, output_prior, and for a multi-class
+    set its ``classes`` (the network then has a softmax over background + those classes).
 
     train_masks: the fold's training masks, for the BCE weight and the output prior; None
-    leaves both at the loss's / builder's own defaults.
+    leaves both at the loss's / builder's own defaults. classes: the fluid class names of
+    the data (ScanSet.classes); () for binary fluid.
     """
+    n_labels = len(classes) + 1
     model_kwargs = recipe.network_kwargs(config.model, config.model_kwargs)
-    loss_kwargs = recipe.loss_kwargs(config.loss, config.loss_kwargs, train_masks)
+    loss_kwargs = recipe.loss_kwargs(config.loss, config.loss_kwargs, train_masks, n_labels)
     momentum = (recipe.bn_momentum(steps_per_epoch) if config.bn_momentum == "auto"
                 else config.bn_momentum)
     prior = None
     if config.prior_bias and train_masks is not None:
-        prior = recipe.fluid_prior(train_masks, float(loss_kwargs.get("pos_weight", 1.0)))
-    return {"model_kwargs": model_kwargs, "loss_kwargs": loss_kwargs, "bn_momentum": momentum,
-            "output_prior": prior}
+        prior = recipe.fluid_prior(train_masks, loss_kwargs.get("pos_weight", 1.0), n_labels)
+    resolved = {"model_kwargs": model_kwargs, "loss_kwargs": loss_kwargs,
+                "bn_momentum": momentum, "output_prior": prior}
+    return {**resolved, "classes": list(classes)} if classes else resolved
 
 
 def build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy=None,
@@ -73,16 +78,22 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy=None,
     """The configured network, compiled with the configured loss, Dice and Jaccard metrics and
     Adam, inside ``strategy``'s scope (default: the current one) and ``config.precision``.
 
-    resolved: resolve_recipe's values (default: resolved without training masks). The
-    network takes any input size in native mode (patches in training, whole B-scans in
-    prediction) and config.image_size in resize mode.
+    resolved: resolve_recipe's values (default: resolved without training masks); with
+    ``classes`` in it the network ends in a softmax over background + the classes and the
+    metrics pool the fluid classes (ignore_background). The network takes any input size in
+    native mode (patches in training, whole B-scans in prediction) and config.image_size in
+    resize mode.
     learning_rate: None -> the schedule of the module docstring over config.epochs x
     steps_per_epoch optimiser steps; else a float or a keras LearningRateSchedule used as is.
     """
     strategy = strategy if strategy is not None else distribute.get_strategy()
     resolved = resolved if resolved is not None else resolve_recipe(config, steps_per_epoch)
     size = (None, None) if config.native else tuple(config.image_size)
-    kwargs = {"input_size": size + (1,), "n_labels": 1, **resolved["model_kwargs"]}
+    n_labels = len(resolved.get("classes", [])) + 1
+    kwargs = {"input_size": size + (1,), "n_labels": n_labels, **resolved["model_kwargs"]}
+    if n_labels > 1:
+        kwargs["output_activation"] = "Softmax"
+    metric_kwargs = {"ignore_background": True} if n_labels > 1 else {}
     if learning_rate is None:
         total = max(1, config.epochs * steps_per_epoch)
         warmup = steps_per_epoch if config.epochs > 2 else 0
@@ -100,7 +111,8 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy=None,
             recipe.set_output_prior(model, resolved["output_prior"])
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                       loss=get_loss(config.loss, **resolved["loss_kwargs"]),
-                      metrics=[DiceCoefficient(name="dice"), JaccardIndex(name="jaccard")])
+                      metrics=[DiceCoefficient(name="dice", **metric_kwargs),
+                               JaccardIndex(name="jaccard", **metric_kwargs)])
     return model
 
 
@@ -109,10 +121,10 @@ def _training_data(config: TrainConfig, train, global_batch: int, seed: int):
     if config.native:
         return make_patch_dataset(train.images, train.masks, config.patch_size, global_batch,
                                   augment=config.augment, foreground=config.foreground,
-                                  seed=seed)
+                                  seed=seed, n_labels=train.n_labels)
     return make_dataset(train.images, train.masks, image_size=config.image_size,
                         batch_size=global_batch, training=True, augment=config.augment,
-                        seed=seed, shuffle=True)
+                        seed=seed, shuffle=True, n_labels=train.n_labels)
 
 
 def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
@@ -146,7 +158,7 @@ def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
     seed = config.seed + 1000 * index
     distribute.seed_everything(seed, config.deterministic)
     train_ds = _training_data(config, train, global_batch, seed)
-    resolved = resolve_recipe(config, steps, train.masks)
+    resolved = resolve_recipe(config, steps, train.masks, train.classes)
     model = build_and_compile(config, steps, strategy, learning_rate, resolved)
     done = resume.epoch >= config.epochs or resume.stopped
     fit_callbacks = [keras.callbacks.TerminateOnNaN()]
@@ -219,9 +231,12 @@ def evaluate_fold(split: dict, scans, config: TrainConfig, model_path, fold: Fol
     result = {}
     for (part, condition), df in score_parts(model, parts, config, fold).items():
         summary = summarize_scores(df)
-        for metric in SCORE_NAMES:
+        for metric in summary.index:  # SCORE_NAMES, then any per-class scores
             result[f"{part}_{condition}_{metric}"] = float(summary.loc[metric, "mean"])
-        result[f"{part}_{condition}_pooled_dice"] = pooled_from_table(df)["dice"]
+        pooled = pooled_from_table(df, scans.classes)
+        result[f"{part}_{condition}_pooled_dice"] = pooled["dice"]
+        for name in scans.classes:
+            result[f"{part}_{condition}_pooled_dice_{name}"] = pooled[f"dice_{name}"]
     return result
 
 

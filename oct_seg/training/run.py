@@ -97,7 +97,7 @@ def summarize_run(run_dir, curves: bool = True) -> pd.DataFrame:
     for fold in folds:
         for (part, condition), path in fold.score_files().items():
             summary = summarize_scores(pd.read_csv(path))
-            for metric in SCORE_NAMES:
+            for metric in summary.index:  # SCORE_NAMES, then any per-class scores
                 records.append({"set": part, "condition": condition, "metric": metric,
                                 "fold": fold.name, "value": float(summary.loc[metric, "mean"])})
     if not records:
