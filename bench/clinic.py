@@ -13,9 +13,9 @@ times each,
 
 as a fresh process (float32, the default): wall seconds and the child's CPU seconds from
 rusage, and, separately, the part after start-up (Python + TensorFlow import and loading the
-preset, timed by `oct-seg --version`-free imports in the child: see _startup_seconds). Output:
-bench/results/clinic.json and the "clinic" section of BENCHMARKS.md, beside the stock
-predict time of the paper's TransUNet from bench/results/volume_fp32.json (same volume size).
+preset in a fresh process: _startup_seconds). Output: bench/results/clinic.json and the
+"clinic" section of BENCHMARKS.md, beside the stock predict time of the paper's TransUNet on
+the same volume size (bench/results/REFERENCE, the "Whole-volume job" section).
 Wall time depends on other jobs sharing the cores; run it on an idle machine.
 """
 from __future__ import annotations
@@ -37,6 +37,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from _markdown import replace_section  # noqa: E402
 from _volume import make_volume  # noqa: E402
 
+# the "Whole-volume job" of BENCHMARKS.md: the paper's TransUNet through the same predict_files
+REFERENCE = "20261126T005139Z_29553_volume.json"
 SPACING = dict(scale_x=0.0116, scale_z=0.0039, distance=0.12)  # mm: Spectralis 6 mm, 61 lines
 STARTUP = ("import time; t = time.perf_counter(); import oct_seg; "
            "oct_seg.from_preset({model!r}); print(time.perf_counter() - t)")
@@ -87,7 +89,8 @@ def markdown(result: dict) -> str:
         f"Preset: {result['preset']}. Float32. Each row is one fresh `oct-seg predict` "
         "process writing masks, overlays, fluid_areas.csv, fluid_volumes.csv and the volume "
         "report; 'start-up' is importing oct_seg (TensorFlow) and loading the preset in a "
-        f"fresh process. Machine load while timing: {result['load_before']}.",
+        f"fresh process. 1-minute load average when the timing began: "
+        f"{result['load_before']:.2f} (run it with the cores otherwise idle).",
         "",
         "| input | B-scans | wall s | CPU s | start-up s | wall after start-up s |",
         "|---|---|---|---|---|---|",
@@ -95,10 +98,13 @@ def markdown(result: dict) -> str:
         "",
     ]
     if paper:
-        lines += [f"The paper's TransUNet (untrained, 512 x 512 input, 36.5 M parameters) on "
-                  f"the same 61-B-scan TIFF with the same `predict_files`, float32: "
-                  f"{paper['wall_s']:.0f} s wall ({paper['cpu_s']:.0f} CPU s), from "
-                  "bench/results/volume_fp32.json (the 'Whole-volume job' section).", ""]
+        cpu = min(r["cpu_s"] for r in result["runs"])
+        lines += [f"Beside it, the paper's TransUNet (Table 2 widths, 512 x 512 input, 36.5 M "
+                  f"parameters) on the same 61-B-scan TIFF through the same `predict_files`, "
+                  f"float32: {paper['cpu_s']:.0f} CPU s ({paper['wall_s']:.0f} s wall on a "
+                  f"shared machine; ~168 s on idle cores, section 'Whole-volume job'), "
+                  f"{paper['cpu_s'] / cpu:.0f} x the preset's {cpu:.1f} CPU s "
+                  f"(bench/results/{REFERENCE}).", ""]
     return "\n".join(lines)
 
 
@@ -134,10 +140,10 @@ def main(argv=None):
                        "after_startup_s": round(timing["wall_s"] - startup, 2)}
                 result["runs"].append(row)
                 print(json.dumps(row), flush=True)
-    reference = HERE / "results" / "volume_fp32.json"
+    reference = HERE / "results" / REFERENCE
     if reference.is_file():
         stock = [r for r in json.loads(reference.read_text())["paths"]
-                 if r["name"].startswith("stock") and "float32" in r["name"]]
+                 if r["name"] == "stock predict_files (batch 4, float32)"]
         if stock:
             result["paper_transunet"] = {"wall_s": stock[0]["times"]["total"],
                                          "cpu_s": stock[0]["cpu"]["total"]}

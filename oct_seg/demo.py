@@ -222,10 +222,12 @@ def run_preset_demo(out="demo_preset", data=None, preset="duke_dme_fluid", seed=
     TIFF with its mm spacing) gives the volume outputs (fluid mm^3, en-face map, ETDRS report);
     phantoms are not real B-scans, and a model trained on Spectralis B-scans finds little of
     their fluid, which the summary states.
-    Writes into `out`: predictions/ (masks, overlays, fluid CSVs, reports), comparison.png,
-    scores.csv. Returns {name: Path} plus "scores" (DataFrame) and "seconds".
+    Writes into `out`: predictions/ (masks, overlays, fluid CSVs, reports), comparison.png
+    (truth green, prediction red), scores.csv (per shown B-scan: Dice, Jaccard, sensitivity,
+    precision against the truth) and, without data, the input phantom_volume.tif. Returns {name: Path} plus "scores" (DataFrame) and "seconds".
     """
     import tifffile
+    from PIL import Image
 
     from oct_seg.data.phantom import make_phantom_volume
     from oct_seg.data.readers import read_dataset

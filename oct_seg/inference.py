@@ -167,10 +167,13 @@ def _predict_batch(model, x, batch_size, mode, multiple):
             net = _any_size_twin(model)
     outs = []
     for start in range(0, len(x), int(batch_size)):
-        y = net(x[start:start + int(batch_size)], training=False)
+        # predict_on_batch runs Keras' compiled predict function: graph mode lets TensorFlow
+        # fuse convolution + batch norm + activation, ~25 % less CPU than an eager call on
+        # a U-Net (bench/clinic.py), with the same probabilities
+        y = net.predict_on_batch(x[start:start + int(batch_size)])
         if isinstance(y, (list, tuple)):
             y = y[-1]
-        outs.append(keras.ops.convert_to_numpy(y).astype(np.float32))
+        outs.append(np.asarray(y, dtype=np.float32))
     y = np.concatenate(outs, axis=0)
     if use_resize:
         if y.shape[1:3] != (h, w):

