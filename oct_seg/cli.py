@@ -519,10 +519,11 @@ def _presets_list(args):
         print("no pretrained presets installed")
     for row in rows:
         dice = row["cv_pooled_dice"]
+        folds = f" ({row['cv_folds']} folds)" if row["cv_folds"] else ""
         print(f"{row['name']}: {row['description']}\n"
               f"  network {row['network']}, {row['parameters']:,} parameters, "
               f"{row['weights_mb']} MB float16 weights; cross-validated pooled Dice "
-              f"{dice if dice is not None else 'not stated'}\n"
+              f"{dice if dice is not None else 'not stated'}{folds}\n"
               f"  checksums: {row['status']}\n  folder: {row['folder']} (MODEL_CARD.md)")
     print(f"network configurations for `oct-seg train --model`: {', '.join(names.PRESET_NAMES)}")
     return 0
@@ -558,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=textwrap.dedent("""
             start here:   oct-seg demo              (trains, evaluates and exports a small
                                                      TransUNet on synthetic B-scans, ~4 min CPU)
+            no training:  oct-seg predict --model duke_dme_fluid eye.vol --out eye_fluid
+                                                    (the shipped pretrained model; oct-seg presets)
             help on one command:  oct-seg COMMAND --help""").strip())
     parser.add_argument("--version", action="version", version=f"oct-seg {__version__}")
     parser.add_argument("--debug", action="store_true",

@@ -103,7 +103,8 @@ def preset_metadata(name_or_path) -> dict:
 
 def list_presets() -> list[dict]:
     """One row per shipped preset: name, description, network, parameters, weights MB, the
-    cross-validation Dice it states and whether its checksums hold."""
+    cross-validation Dice it states (and over how many folds) and whether its checksums
+    hold."""
     rows = []
     for name in shipped_names():
         meta = preset_metadata(name)
@@ -117,6 +118,7 @@ def list_presets() -> list[dict]:
                      "weights_mb": round((SHIPPED / name / WEIGHTS).stat().st_size / 1e6, 2)
                      if (SHIPPED / name / WEIGHTS).is_file() else None,
                      "cv_pooled_dice": meta.get("cross_validation", {}).get("pooled_dice"),
+                     "cv_folds": meta.get("cross_validation", {}).get("folds_finished"),
                      "status": status, "folder": str(SHIPPED / name)})
     return rows
 
