@@ -257,6 +257,21 @@ def markdown(rows: list, fold_ids, missing: list, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def beyond_common(rows: list) -> str:
+    """Recipes that finished more folds than the common ones: their own pooled scores."""
+    lines = ["Over every fold a recipe has finished (not comparable across recipes until the "
+             "others catch up):", ""]
+    for r in rows:
+        lines.append(
+            f"- {LABELS.get(r['recipe'], r['recipe'])}, folds "
+            f"{', '.join(map(str, r['folds']))}: pooled Dice **{r['pooled_dice']:.3f}** "
+            f"(per fold {', '.join(f'{v:.3f}' for v in r['per_fold_pooled'])}); per-image "
+            f"Dice on fluid scans {r['image_dice_fluid_mean']:.3f} ± "
+            f"{r['image_dice_fluid_sd']:.3f}; fluid-free scans with any fluid marked "
+            f"{r['fluid_free_scans_with_fp']}/{r['n_fluid_free']}; CPU {r['cpu_min']:.0f} min")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "duke_dme")
@@ -300,6 +315,10 @@ def main(argv=None):
         missing = [LABELS[n] for n in done if not done[n]]
         figure(started, common, args.results)
         text = markdown(rows, common, missing, args)
+        more = [recipe_row(n, args.results, done[n]) | {"folds": sorted(done[n])}
+                for n in started if done[n] > common]
+        if more:
+            text += "\n" + beyond_common(more)
         (args.results / "summary.json").write_text(json.dumps(
             {"folds": sorted(common), "rows": rows}, indent=2) + "\n")
         replace_section(args.markdown, "accuracy", text)

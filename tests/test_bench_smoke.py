@@ -129,7 +129,8 @@ def test_accuracy_table_pools_the_folds_every_recipe_finished(tmp_path):
                                               else {})
             (out / "cpu.json").write_text(json.dumps(cpu))
     done = {n: accuracy.finished_folds(n, tmp_path) for n in accuracy.TRAINED}
-    assert done == {"ours_unet": {0, 1}, "kuc_unet": {0}, "ours_transunet": set()}
+    assert done == {"ours_unet": {0, 1}, "kuc_unet": {0}, "ours_unet8": set(),
+                    "ours_transunet": set()}
     row = accuracy.recipe_row("ours_unet", tmp_path, {0})   # kuc_unet has fold 0 only
     assert row["pooled_dice"] == pytest.approx(2 * 8 / (2 * 8 + 2 + 2 + 4))
     assert row["fp_pixels_fluid_free"] == 4 and row["fluid_free_scans_with_fp"] == 1
@@ -139,3 +140,9 @@ def test_accuracy_table_pools_the_folds_every_recipe_finished(tmp_path):
                              ["TransUNet"], args)
     assert "**Partial: folds 0 of 0-4**" in text and "Not run yet: TransUNet" in text
     assert "| **0.667** |" in text and "| **0.625** |" in text and "| >= 1.0 |" in text
+    # a recipe ahead of the others also gets its own line over all its folds
+    both = accuracy.recipe_row("ours_unet", tmp_path, {0, 1}) | {"folds": [0, 1]}
+    line = accuracy.beyond_common([both])
+    pooled = 2 * 18 / (2 * 18 + 2 + 12 + 4)   # TP 8+10, FN 2+10, FP 2+4 (hand-computed)
+    assert f"folds 0, 1: pooled Dice **{pooled:.3f}**" in line
+    assert "(per fold 0.667, 0.667)" in line
