@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from oct_seg.metrics import pooled_from_table
 from oct_seg.reporting.tables import scan_summary
 
 
@@ -23,16 +22,16 @@ def cross_validation(recipe_dir: Path) -> dict:
     if not folds:
         raise SystemExit(f"{recipe_dir}: no finished fold (fold_K/val_scores.csv)")
     tables = [pd.read_csv(p / "val_scores.csv") for p in folds]
+    summary = scan_summary(tables)
     rows = []
-    for path, table in zip(folds, tables):
+    for path, table, pooled in zip(folds, tables, summary["per_fold_pooled"]):
         fluid, empty = table[table["truth_pixels"] > 0], table[table["truth_pixels"] == 0]
         rows.append({"fold": int(path.name.split("_")[1]), "scans": len(table),
                      "subjects": sorted(map(str, table["subject"].unique())),
-                     "pooled_dice": round(pooled_from_table(table)["dice"], 4),
+                     "pooled_dice": round(pooled, 4),
                      "image_dice_fluid_mean": round(float(fluid["dice"].mean()), 4),
                      "fluid_free_scans_with_fp": int((empty["pred_pixels"] > 0).sum()),
                      "fluid_free_scans": len(empty)})
-    summary = scan_summary(tables)
     return {"recipe": f"bench/accuracy.py recipe {recipe_dir.name}",
             "folds_finished": f"{len(folds)} of 5", "folds": rows,
             "pooled_dice": round(summary["pooled_dice"], 4),

@@ -17,18 +17,21 @@ import keras
 import numpy as np
 
 
-def _history_names(obj, rename: dict):
-    """Rename keras_history layer references inside a serialized inbound node, in place."""
+def _histories(obj):
+    """Every keras_history [layer name, node, tensor] list inside a serialized inbound node."""
     if isinstance(obj, dict):
-        history = obj.get("config", {}).get("keras_history") if obj.get(
-            "class_name") == "__keras_tensor__" else None
-        if history and history[0] in rename:
-            history[0] = rename[history[0]]
+        if obj.get("class_name") == "__keras_tensor__":
+            yield obj["config"]["keras_history"]
         for value in obj.values():
-            _history_names(value, rename)
+            yield from _histories(value)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            _history_names(value, rename)
+            yield from _histories(value)
+
+
+def _references(node) -> list:
+    """Layer names a serialized inbound node reads from."""
+    return [history[0] for history in _histories(node)]
 
 
 def _foldable_pairs(config: dict) -> dict:
@@ -54,20 +57,6 @@ def _foldable_pairs(config: dict) -> dict:
     return pairs
 
 
-def _references(obj) -> list:
-    """Layer names a serialized inbound node reads from."""
-    found = []
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            found.append(obj["config"]["keras_history"][0])
-        for value in obj.values():
-            found += _references(value)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            found += _references(value)
-    return found
-
-
 def fold_batch_norm(model):
     """A copy of functional `model` with every foldable Conv2D -> BatchNormalization pair
     merged into one biased Conv2D (weights as in the module docstring); `model` itself when
@@ -87,7 +76,8 @@ def fold_batch_norm(model):
             continue
         if layer["name"] in convs:
             layer["config"]["use_bias"] = True
-        _history_names(layer["inbound_nodes"], pairs)
+        for history in _histories(layer["inbound_nodes"]):
+            history[0] = pairs.get(history[0], history[0])
         kept.append(layer)
     config["layers"] = kept
     for key in ("output_layers", "input_layers"):
