@@ -245,7 +245,8 @@ def test_recipe_output_prior_and_momentum_by_hand():
     head = recipe.output_convolutions(model)[0]
     assert head.get_weights()[1][0] == pytest.approx(np.log(0.05 / 0.95))
     assert recipe.network_kwargs("unet", {"filter_num": [8, 16]}) == {
-        "filter_num": [8, 16], "batch_norm": True}
-    assert "batch_norm" not in recipe.network_kwargs("swin_unet")
+        "filter_num": [8, 16], "batch_norm": True, "activation": "LeakyReLU"}
+    assert recipe.network_kwargs("unet", {"activation": "ReLU"})["activation"] == "ReLU"
+    assert not {"batch_norm", "activation"} & set(recipe.network_kwargs("swin_unet"))
     assert recipe.loss_kwargs("dice", {}, masks) == {"per_image": False}
     assert recipe.loss_kwargs("wbce", {"pos_weight": 3.0}, masks) == {"pos_weight": 3.0}
