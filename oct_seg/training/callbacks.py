@@ -161,3 +161,35 @@ class ScanValidation(keras.callbacks.Callback):
         if logs is not None:
             logs["val_dice"], logs["val_jaccard"] = scores["dice"], scores["jaccard"]
             logs.update({f"val_dice_{name}": scores[f"dice_{name}"] for name in classes})
+
+
+class FloorWarning(keras.callbacks.Callback):
+    """Warn once when the training Dice has been 0 for ``epochs`` epochs in a row.
+
+    A network at the all-background output (every pixel below the threshold) scores training
+    Dice 0.000 and, in the runs measured so far, did not recover later in the schedule (the
+    ReLU head trap in oct_seg.training.recipe: 60 epochs at 0.000). Under the default recipe
+    the networks leave 0 within ~60 optimiser steps (the weighted BCE alone is the slowest),
+    so ``epochs`` = 10 (170 steps on the Duke folds) leaves room for slow starters while
+    saving most of a doomed run. It only warns: the run goes on. ``rows``: the history of
+    epochs before a resume (their Dice continues the count); ``label`` names the fold.
+    """
+
+    def __init__(self, label: str, rows=(), epochs: int = 10):
+        super().__init__()
+        self.label, self.epochs = label, int(epochs)
+        self.dice = [float(r["dice"]) for r in rows if "dice" in r]
+        self.warned = self._at_floor()
+
+    def _at_floor(self) -> bool:
+        recent = self.dice[-self.epochs:]
+        return len(recent) == self.epochs and max(recent) == 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.dice = self.dice[:epoch] + [float((logs or {}).get("dice", np.nan))]
+        if not self.warned and self._at_floor():
+            self.warned = True
+            print(f"[oct_seg] WARNING {self.label}: training Dice 0.000 for {self.epochs} epochs "
+                  "in a row: the network marks no fluid (the all-background output) and is "
+                  "unlikely to recover; see oct_seg/training/recipe.py for the known causes",
+                  flush=True)

@@ -31,7 +31,8 @@ from oct_seg.precision import precision_scope
 from oct_seg.rundir import FoldDir
 from oct_seg.training import recipe
 from oct_seg.training.callbacks import (MONITOR, AtomicBackupAndRestore, AtomicCSVLogger,
-                                        BestCheckpoint, ResumableEarlyStopping, ScanValidation)
+                                        BestCheckpoint, FloorWarning, ResumableEarlyStopping,
+                                        ScanValidation)
 from oct_seg.training.config import TrainConfig
 from oct_seg.training.resume import resume_state
 
@@ -168,6 +169,7 @@ def fit_fold(config: TrainConfig, train, val, fold: FoldDir, *, index: int = 0,
             threshold=config.threshold))
     fit_callbacks += [
         AtomicCSVLogger(fold.history, rows=resume.rows),
+        FloorWarning(fold.name, rows=resume.rows),
         AtomicBackupAndRestore(fold.backup, restore_dir=read_from.backup),
         BestCheckpoint(fold.model, monitor=monitor, best=resume.best,
                        save_on_begin=resume.save_on_begin and monitor is not None,
