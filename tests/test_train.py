@@ -201,7 +201,8 @@ def test_native_cv_uses_the_recipe_and_scores_whole_scans(phantoms, tmp_path):
         masks = scans.subset(split["train"]).masks
         # 4 train scans / batch 2 = 2 steps per epoch -> momentum clipped to 0.9
         assert used["bn_momentum"] == 0.9 and trained["steps_per_epoch"] == 2
-        assert used["model_kwargs"] == {**NATIVE["model_kwargs"], "batch_norm": True}
+        assert used["model_kwargs"] == {**NATIVE["model_kwargs"], "batch_norm": True,
+                                        "activation": "LeakyReLU"}
         assert used["loss_kwargs"]["per_image"] is False
         assert used["loss_kwargs"]["pos_weight"] == pytest.approx(
             np.sqrt(pos_weight_from_masks(masks)))
