@@ -108,7 +108,9 @@ def test_table3_and_table4_notebooks_quick(quick, tmp_path):
         summary = pd.read_csv(results / "folds" / f"transunet__{row['row']}" / "summary.csv")
         noisy = summary[(summary["set"] == "val") & (summary["condition"] == "noisy")
                         & (summary["metric"] == "jaccard")]
-        assert row["val_jaccard"] == pytest.approx(100 * noisy["mean"].iloc[0], nan_ok=True)
+        # the table CSV keeps 4 decimals (reporting.write_csv), summary.csv full precision
+        assert row["val_jaccard"] == pytest.approx(100 * noisy["mean"].iloc[0], abs=5e-5,
+                                                   nan_ok=True)
     vs4 = pd.read_csv(results / "table4_losses_noisy_vs_paper.csv", index_col=0, dtype=str)
     assert vs4.loc[R.LOSS_LABELS["combined"], "Dice train (paper)"] == "92.79"
     assert vs4.loc[R.LOSS_LABELS["dice"], "Dice train (paper)"] == "not in the paper"
