@@ -5,10 +5,10 @@ does not: each default below fixes a way the first defaults failed on real B-sca
 88 Spectralis B-scans of 8 DME patients, 26 of them fluid-free, fluid ~0.9 % of the pixels).
 Every value can be overridden through TrainConfig (model_kwargs, loss_kwargs, bn_momentum,
 prior_bias); the values a fold used are stored in its trained.json ("recipe").
-What the recipe reaches: BENCHMARKS.md, section Accuracy (the 8-128 U-Net on folds 0 and 1
-of the benchmark's 5 patient-wise folds: pooled Dice 0.707 and 0.718 on 22 held-out B-scans
-each, per-image Dice 0.63 and 0.61 on the fluid-positive ones, 60 epochs; the 16-256 U-Net
-under the earlier ReLU recipe: 0.712 on fold 0). tests/test_recipe_learns.py checks on real B-scans that every
+What the recipe reaches: BENCHMARKS.md, section Accuracy (the 8-128 U-Net on folds 0-3 of
+the benchmark's 5 patient-wise folds: pooled Dice 0.732 on the 77 held-out B-scans, per fold
+0.707, 0.718, 0.792, 0.626, per-image Dice 0.60 on the fluid-positive ones, 60 epochs; the
+16-256 U-Net under the earlier ReLU recipe: 0.712 on fold 0). tests/test_recipe_learns.py checks on real B-scans that every
 network and loss learns under it.
 
 * Network widths (``network_kwargs``): CPU-sized, 16 channels at full resolution doubling to
