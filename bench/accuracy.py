@@ -8,6 +8,9 @@ trains, on the same 5 patient-wise folds of the data folder (oct_seg.data.make_f
   ours_unet       `oct-seg train --data D --out RUN --fold K` with every default (U-Net)
   ours_unet8      the same U-Net at half width (filters 8-128), the speed class of the
                   shipped preset (4 x fewer FLOPs)
+  ours_unet8_bal  ours_unet8 with the loss's recall emphasis removed: focal Tversky
+                  fp_weight = fn_weight = 0.5 and weighted-BCE fluid weight 3 (~ the fourth
+                  root of the class ratio) instead of 0.3 / 0.7 and ~10 (the square root)
   ours_transunet  the same with `--model transunet` (the paper's TransUNet, CPU widths)
   kuc_unet        keras-unet-collection's unet_2d by its own recipe (bench/_kuc_recipe.py)
 one fold per subprocess (CPU seconds from the child's rusage), then scores, without training:
@@ -45,6 +48,9 @@ TRAINED = {  # name -> (kind, extra `oct-seg train` arguments)
     "ours_unet": ("oct_seg", ["--model", "unet"]),
     "ours_unet8": ("oct_seg", ["--model", "unet", "--model-kwargs",
                                '{"filter_num": [8, 16, 32, 64, 128]}']),
+    "ours_unet8_bal": ("oct_seg", ["--model", "unet", "--model-kwargs",
+                                   '{"filter_num": [8, 16, 32, 64, 128]}', "--loss-kwargs",
+                                   '{"fp_weight": 0.5, "fn_weight": 0.5, "pos_weight": 3.0}']),
     "ours_transunet": ("oct_seg", ["--model", "transunet"]),
     "kuc_unet": ("kuc", []),
 }
@@ -52,6 +58,8 @@ DERIVED = ("ours_unet+tta", "ours_unet+transunet")
 LABELS = {
     "ours_unet": "oct_seg U-Net, default recipe",
     "ours_unet8": "oct_seg U-Net at half width (filters 8-128: the preset's speed class)",
+    "ours_unet8_bal": "oct_seg U-Net 8-128, loss without recall emphasis (Tversky 0.5 / 0.5, "
+                      "BCE fluid weight 3)",
     "ours_transunet": "oct_seg TransUNet (Table 2 transformer, CPU widths), default recipe",
     "kuc_unet": "keras-unet-collection unet_2d, its recipe (256 x 384, dice + BCE, flips)",
     "ours_unet+tta": "oct_seg U-Net + flip TTA",
