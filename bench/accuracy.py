@@ -11,6 +11,7 @@ trains, on the same 5 patient-wise folds of the data folder (oct_seg.data.make_f
   ours_unet8_bal  ours_unet8 with the loss's recall emphasis removed: focal Tversky
                   fp_weight = fn_weight = 0.5 and weighted-BCE fluid weight 3 (~ the fourth
                   root of the class ratio) instead of 0.3 / 0.7 and ~10 (the square root)
+  ours_unet8_long ours_unet8 trained twice as long (120 epochs of the same cosine schedule)
   ours_transunet  the same with `--model transunet` (the paper's TransUNet, CPU widths)
   kuc_unet        keras-unet-collection's unet_2d by its own recipe (bench/_kuc_recipe.py)
 one fold per subprocess (CPU seconds from the child's rusage), then scores, without training:
@@ -51,6 +52,8 @@ TRAINED = {  # name -> (kind, extra `oct-seg train` arguments)
     "ours_unet8_bal": ("oct_seg", ["--model", "unet", "--model-kwargs",
                                    '{"filter_num": [8, 16, 32, 64, 128]}', "--loss-kwargs",
                                    '{"fp_weight": 0.5, "fn_weight": 0.5, "pos_weight": 3.0}']),
+    "ours_unet8_long": ("oct_seg", ["--model", "unet", "--model-kwargs",
+                                    '{"filter_num": [8, 16, 32, 64, 128]}', "--epochs", "120"]),
     "ours_transunet": ("oct_seg", ["--model", "transunet"]),
     "kuc_unet": ("kuc", []),
 }
@@ -60,6 +63,7 @@ LABELS = {
     "ours_unet8": "oct_seg U-Net at half width (filters 8-128: the preset's speed class)",
     "ours_unet8_bal": "oct_seg U-Net 8-128, loss without recall emphasis (Tversky 0.5 / 0.5, "
                       "BCE fluid weight 3)",
+    "ours_unet8_long": "oct_seg U-Net 8-128, 120 epochs (2 x the recipe's)",
     "ours_transunet": "oct_seg TransUNet (Table 2 transformer, CPU widths), default recipe",
     "kuc_unet": "keras-unet-collection unet_2d, its recipe (256 x 384, dice + BCE, flips)",
     "ours_unet+tta": "oct_seg U-Net + flip TTA",
