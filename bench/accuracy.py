@@ -8,12 +8,14 @@ trains, on the same 5 patient-wise folds of the data folder (oct_seg.data.make_f
   ours_unet       `oct-seg train --data D --out RUN --fold K` with every default (U-Net)
   ours_unet8      the same U-Net at half width (filters 8-128), the speed class of the
                   shipped preset (4 x fewer FLOPs)
-  ours_unet8_bal  ours_unet8 with the loss's recall emphasis removed: focal Tversky
-                  fp_weight = fn_weight = 0.5 and weighted-BCE fluid weight 3 (~ the fourth
-                  root of the class ratio) instead of 0.3 / 0.7 and ~10 (the square root)
-  ours_unet8_long ours_unet8 trained twice as long (120 epochs of the same cosine schedule)
   ours_transunet  the same with `--model transunet` (the paper's TransUNet, CPU widths)
   kuc_unet        keras-unet-collection's unet_2d by its own recipe (bench/_kuc_recipe.py)
+and, only when named in --recipes, recipe experiments (EXPERIMENTS): a base recipe with one
+change, reported beside the base on the folds both finished (the same held-out B-scans):
+  ours_unet8_bal  the loss's recall emphasis removed: focal Tversky fp_weight = fn_weight =
+                  0.5 (the paper's "focal Dice") and weighted-BCE fluid weight 3 (about the
+                  fourth root of the class ratio) instead of 0.3 / 0.7 and ~10 (the square root)
+  ours_unet8_long twice the epochs (120 of the same warm-up + cosine schedule)
 one fold per subprocess (CPU seconds from the child's rusage), then scores, without training:
   ours_unet+tta        the U-Net fold models with flip test-time augmentation
   ours_unet+transunet  per fold, the average of the U-Net and TransUNet probabilities (an
@@ -49,21 +51,21 @@ TRAINED = {  # name -> (kind, extra `oct-seg train` arguments)
     "ours_unet": ("oct_seg", ["--model", "unet"]),
     "ours_unet8": ("oct_seg", ["--model", "unet", "--model-kwargs",
                                '{"filter_num": [8, 16, 32, 64, 128]}']),
-    "ours_unet8_bal": ("oct_seg", ["--model", "unet", "--model-kwargs",
-                                   '{"filter_num": [8, 16, 32, 64, 128]}', "--loss-kwargs",
-                                   '{"fp_weight": 0.5, "fn_weight": 0.5, "pos_weight": 3.0}']),
-    "ours_unet8_long": ("oct_seg", ["--model", "unet", "--model-kwargs",
-                                    '{"filter_num": [8, 16, 32, 64, 128]}', "--epochs", "120"]),
     "ours_transunet": ("oct_seg", ["--model", "transunet"]),
     "kuc_unet": ("kuc", []),
+}
+EXPERIMENTS = {  # name -> (base recipe, `oct-seg train` arguments added to the base's)
+    "ours_unet8_bal": ("ours_unet8", ["--loss-kwargs", '{"fp_weight": 0.5, "fn_weight": 0.5, '
+                                                       '"pos_weight": 3.0}']),
+    "ours_unet8_long": ("ours_unet8", ["--epochs", "120"]),
 }
 DERIVED = ("ours_unet+tta", "ours_unet+transunet")
 LABELS = {
     "ours_unet": "oct_seg U-Net, default recipe",
     "ours_unet8": "oct_seg U-Net at half width (filters 8-128: the preset's speed class)",
-    "ours_unet8_bal": "oct_seg U-Net 8-128, loss without recall emphasis (Tversky 0.5 / 0.5, "
-                      "BCE fluid weight 3)",
-    "ours_unet8_long": "oct_seg U-Net 8-128, 120 epochs (2 x the recipe's)",
+    "ours_unet8_bal": "8-128 U-Net, loss without recall emphasis (Tversky 0.5 / 0.5, BCE "
+                      "fluid weight 3)",
+    "ours_unet8_long": "8-128 U-Net, 120 epochs (2 x the recipe's)",
     "ours_transunet": "oct_seg TransUNet (Table 2 transformer, CPU widths), default recipe",
     "kuc_unet": "keras-unet-collection unet_2d, its recipe (256 x 384, dice + BCE, flips)",
     "ours_unet+tta": "oct_seg U-Net + flip TTA",
@@ -108,9 +110,19 @@ def write_splits(data: Path, results: Path) -> Path:
     return path
 
 
+def recipe_arguments(name: str) -> tuple:
+    """(kind, extra `oct-seg train` arguments) of a trained recipe or an experiment (its
+    base recipe's arguments, then its own)."""
+    if name in EXPERIMENTS:
+        base, added = EXPERIMENTS[name]
+        kind, extra = TRAINED[base]
+        return kind, [*extra, *added]
+    return TRAINED[name]
+
+
 def train_fold(name: str, k: int, args) -> None:
     """Train (or resume) fold k of a trained recipe; copy its small results to --results."""
-    kind, extra = TRAINED[name]
+    kind, extra = recipe_arguments(name)
     out = args.results / name / f"fold_{k}"
     if (out / "val_scores.csv").is_file():
         return
@@ -284,6 +296,58 @@ def beyond_common(rows: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def experiment_row(name: str, results: Path) -> dict | None:
+    """An experiment and its base recipe over the folds both finished (None if none):
+    {"name", "base_name", "folds", "experiment": {...}, "base": {...}}, each of the two
+    with pooled Dice, precision, sensitivity and predicted / true area from the summed
+    TP / FP / FN, per-fold pooled Dice, per-image Dice on the fluid scans, CPU minutes."""
+    import pandas as pd
+
+    from oct_seg.metrics import pooled_from_table
+
+    base = EXPERIMENTS[name][0]
+    folds = finished_folds(name, results) & finished_folds(base, results)
+    if not folds:
+        return None
+    row = {"name": name, "base_name": base, "folds": sorted(folds)}
+    for key, recipe in (("experiment", name), ("base", base)):
+        tables = [pd.read_csv(results / recipe / f"fold_{k}" / "val_scores.csv")
+                  for k in sorted(folds)]
+        scans = pd.concat(tables, ignore_index=True)
+        c = pooled_from_table(scans)
+        fluid = scans[scans["truth_pixels"] > 0]
+        row[key] = {"pooled_dice": c["dice"], "precision": c["tp"] / (c["tp"] + c["fp"]),
+                    "sensitivity": c["tp"] / (c["tp"] + c["fn"]),
+                    "area_ratio": (c["tp"] + c["fp"]) / (c["tp"] + c["fn"]),
+                    "image_dice_fluid_mean": float(fluid["dice"].mean()),
+                    "per_fold_pooled": [pooled_from_table(t)["dice"] for t in tables],
+                    "cpu_min": recipe_row(recipe, results, folds)["cpu_min"]}
+    return row
+
+
+def experiments_markdown(rows: list) -> str:
+    """The experiments table: each value of the experiment with its base's in brackets."""
+    lines = ["Recipe experiments: one change to a base recipe, scored on the folds both have "
+             "finished (the same held-out B-scans); the base recipe's value in brackets.", "",
+             "| experiment | folds | pooled Dice | per fold | precision | sensitivity | "
+             "predicted / true area | per-image Dice, fluid scans | CPU min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e, b = r["experiment"], r["base"]
+
+        def cell(key, fmt="{:.3f}"):
+            return f"{fmt.format(e[key])} ({fmt.format(b[key])})"
+
+        per_fold = ", ".join(f"{x:.3f} ({y:.3f})"
+                             for x, y in zip(e["per_fold_pooled"], b["per_fold_pooled"]))
+        lines.append(f"| {LABELS.get(r['name'], r['name'])} | "
+                     f"{', '.join(map(str, r['folds']))} | {cell('pooled_dice')} | {per_fold} | "
+                     f"{cell('precision')} | {cell('sensitivity')} | "
+                     f"{cell('area_ratio', '{:.2f}')} | {cell('image_dice_fluid_mean')} | "
+                     f"{cell('cpu_min', '{:.0f}')} |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "duke_dme")
@@ -300,9 +364,10 @@ def parse_args(argv=None):
     a.command = "python bench/accuracy.py" + ("" if argv is None and len(sys.argv) == 1
                                                else " " + " ".join(argv or sys.argv[1:]))
     a.recipes = [r for r in a.recipes.split(",") if r]
-    unknown = set(a.recipes) - set(TRAINED) - set(DERIVED)
+    unknown = set(a.recipes) - set(TRAINED) - set(EXPERIMENTS) - set(DERIVED)
     if unknown:
-        p.error(f"unknown recipes {sorted(unknown)}; choose from {[*TRAINED, *DERIVED]}")
+        p.error(f"unknown recipes {sorted(unknown)}; choose from "
+                f"{[*TRAINED, *EXPERIMENTS, *DERIVED]}")
     a.folds = [int(k) for k in a.folds.split(",") if k]
     a.ours_args, a.kuc_args = a.ours_args.split(), a.kuc_args.split()
     a.data, a.runs, a.results = a.data.resolve(), a.runs.resolve(), a.results.resolve()
@@ -313,7 +378,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     write_splits(args.data, args.results)
-    for name in [r for r in args.recipes if r in TRAINED]:
+    for name in [r for r in args.recipes if r in TRAINED or r in EXPERIMENTS]:
         for k in args.folds:
             train_fold(name, k, args)
     for name in [r for r in args.recipes if r in DERIVED]:
@@ -331,8 +396,12 @@ def main(argv=None):
                 for n in started if done[n] > common]
         if more:
             text += "\n" + beyond_common(more)
+        experiments = [r for n in EXPERIMENTS if (r := experiment_row(n, args.results))]
+        if experiments:
+            text += "\n" + experiments_markdown(experiments)
         (args.results / "summary.json").write_text(json.dumps(
-            {"folds": sorted(common), "rows": rows}, indent=2) + "\n")
+            {"folds": sorted(common), "rows": rows, "experiments": experiments},
+            indent=2) + "\n")
         replace_section(args.markdown, "accuracy", text)
         print(text)
     return 0

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
@@ -146,3 +147,59 @@ def test_accuracy_table_pools_the_folds_every_recipe_finished(tmp_path):
     pooled = 2 * 18 / (2 * 18 + 2 + 12 + 4)   # TP 8+10, FN 2+10, FP 2+4 (hand-computed)
     assert f"folds 0, 1: pooled Dice **{pooled:.3f}**" in line
     assert "(per fold 0.667, 0.667)" in line
+
+
+def test_accuracy_experiment_is_scored_beside_its_base_on_shared_folds(tmp_path):
+    """An experiment row pairs it with its base recipe on the folds both finished only, with
+    precision, sensitivity and area from the summed counts (hand-computed)."""
+    accuracy = _load("accuracy")
+    name = "ours_unet8_long"
+    base = accuracy.EXPERIMENTS[name][0]
+    scans = {base: {0: [(10, 20, 8)], 1: [(30, 30, 20)]},   # (truth, pred, tp) per scan
+             name: {1: [(30, 20, 15), (0, 5, 0)]}}
+    for recipe, folds in scans.items():
+        for k, rows in folds.items():
+            out = tmp_path / recipe / f"fold_{k}"
+            out.mkdir(parents=True)
+            lines = ["name,truth_pixels,pred_pixels,dice"]
+            lines += [f"s{i},{t},{p},{2 * tp / (t + p)}" for i, (t, p, tp) in enumerate(rows)]
+            (out / "val_scores.csv").write_text("\n".join(lines) + "\n")
+            (out / "cpu.json").write_text(json.dumps({"cpu_s": 120.0}))
+    assert accuracy.experiment_row("ours_unet8_bal", tmp_path) is None   # nothing finished
+    row = accuracy.experiment_row(name, tmp_path)
+    assert row["folds"] == [1]   # fold 0 of the base has no partner
+    e, b = row["experiment"], row["base"]
+    assert e["pooled_dice"] == pytest.approx(30 / 55)   # TP 15, FP 5 + 5, FN 15
+    assert (e["precision"], e["sensitivity"]) == pytest.approx((15 / 25, 15 / 30))
+    assert e["area_ratio"] == pytest.approx(25 / 30) and b["area_ratio"] == pytest.approx(1.0)
+    assert b["pooled_dice"] == pytest.approx(40 / 60) and e["image_dice_fluid_mean"] == 0.6
+    assert e["cpu_min"] == b["cpu_min"] == 2.0
+    text = accuracy.experiments_markdown([row])
+    assert "| 0.545 (0.667) | 0.545 (0.667) | 0.600 (0.667) | 0.500 (0.667) | 0.83 (1.00) |" in text
+
+
+def test_error_anatomy_locates_false_and_missed_fluid():
+    """bench/error_anatomy.py on a hand-drawn case: one grader pocket, a prediction that
+    draws it 2 px too wide on one side, misses its last column, and adds a separate speck."""
+    anatomy = _load("error_anatomy")
+    truth = np.zeros((12, 20), bool)
+    truth[2:6, 2:8] = True                      # 4 x 6 pocket, 24 px
+    pred = np.zeros_like(truth)
+    pred[2:6, 0:7] = True                       # 2 extra columns left (8 FP), misses column 7
+    pred[10, 15] = True                         # a separate 1-px region
+    c = anatomy.counts([truth], [pred])
+    assert (c["tp"], c["fp"], c["fn"]) == (20, 9, 4)
+    assert c["dice"] == pytest.approx(40 / 53) and c["area_ratio"] == pytest.approx(29 / 24)
+    regions = anatomy.false_positive_regions([truth], [pred])
+    assert regions["share_touching_truth"] == pytest.approx(8 / 9)
+    assert regions["separate_regions"] == 1 and regions["separate_region_median_pixels"] == 1
+    # FP distances to the pocket (d = 1, 2, 3, 5, 10, 20): column 1 is 1 px away (4 px),
+    # column 0 2 px (4 px), the speck at (10, 15) sqrt(5^2 + 8^2) = 9.4 px from (5, 7)
+    assert anatomy.DISTANCES == (1, 2, 3, 5, 10, 20)
+    fp_within = anatomy.distance_shares([truth], [pred])
+    assert fp_within == pytest.approx([4 / 9, 8 / 9, 8 / 9, 8 / 9, 1.0, 1.0])
+    assert anatomy.distance_shares([pred], [truth])[0] == 1.0   # every missed px is 1 px away
+    assert anatomy.without_small_regions(pred, 2).sum() == 28   # the speck goes
+    # an empty image contributes nothing to a distance share
+    empty = np.zeros_like(truth)
+    assert np.isnan(anatomy.distance_shares([empty], [empty])).all()
