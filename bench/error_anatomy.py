@@ -40,15 +40,15 @@ EIGHT = np.ones((3, 3), bool)
 
 
 def counts(truths, preds) -> dict:
-    """Pooled TP / FP / FN over pairs of boolean masks, and the scores derived from them."""
-    tp = sum(int(np.count_nonzero(t & p)) for t, p in zip(truths, preds))
-    fp = sum(int(np.count_nonzero(~t & p)) for t, p in zip(truths, preds))
-    fn = sum(int(np.count_nonzero(t & ~p)) for t, p in zip(truths, preds))
-    return {"dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+    """oct_seg.metrics.pooled_scores of boolean masks (TP / FP / FN summed over the scans) with
+    the precision, sensitivity and predicted / true area derived from its counts."""
+    from oct_seg.metrics import pooled_scores
+
+    c = pooled_scores(truths, preds)
+    tp, fp, fn = c["tp"], c["fp"], c["fn"]
+    return {**c, "precision": tp / (tp + fp) if tp + fp else float("nan"),
             "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
-            "area_ratio": (tp + fp) / (tp + fn) if tp + fn else float("nan"),
-            "tp": tp, "fp": fp, "fn": fn}
+            "area_ratio": (tp + fp) / (tp + fn) if tp + fn else float("nan")}
 
 
 def without_small_regions(mask: np.ndarray, min_pixels: int) -> np.ndarray:
