@@ -16,6 +16,8 @@ change, reported beside the base on the folds both finished (the same held-out B
                   0.5 (the paper's "focal Dice") and weighted-BCE fluid weight 3 (about the
                   fourth root of the class ratio) instead of 0.3 / 0.7 and ~10 (the square root)
   ours_unet8_long twice the epochs (120 of the same warm-up + cosine schedule)
+  ours_unet8_noise Gaussian noise of std U(0, 0.1) added to each training patch
+                  (--augment-noise 0.1), so that the network meets the noisy condition
 one fold per subprocess (CPU seconds from the child's rusage), then scores, without training:
   ours_unet+tta        the U-Net fold models with flip test-time augmentation
   ours_unet+transunet  per fold, the average of the U-Net and TransUNet probabilities (an
@@ -58,6 +60,7 @@ EXPERIMENTS = {  # name -> (base recipe, `oct-seg train` arguments added to the 
     "ours_unet8_bal": ("ours_unet8", ["--loss-kwargs", '{"fp_weight": 0.5, "fn_weight": 0.5, '
                                                        '"pos_weight": 3.0}']),
     "ours_unet8_long": ("ours_unet8", ["--epochs", "120"]),
+    "ours_unet8_noise": ("ours_unet8", ["--augment-noise", "0.1"]),
 }
 DERIVED = ("ours_unet+tta", "ours_unet+transunet")
 LABELS = {
@@ -66,6 +69,7 @@ LABELS = {
     "ours_unet8_bal": "8-128 U-Net, loss without recall emphasis (Tversky 0.5 / 0.5, BCE "
                       "fluid weight 3)",
     "ours_unet8_long": "8-128 U-Net, 120 epochs (2 x the recipe's)",
+    "ours_unet8_noise": "8-128 U-Net, Gaussian noise of std U(0, 0.1) on the training patches",
     "ours_transunet": "oct_seg TransUNet (Table 2 transformer, CPU widths), default recipe",
     "kuc_unet": "keras-unet-collection unet_2d, its recipe (256 x 384, dice + BCE, flips)",
     "ours_unet+tta": "oct_seg U-Net + flip TTA",
@@ -300,7 +304,8 @@ def experiment_row(name: str, results: Path) -> dict | None:
     """An experiment and its base recipe over the folds both finished (None if none):
     {"name", "base_name", "folds", "experiment": {...}, "base": {...}}, each of the two
     with pooled Dice, precision, sensitivity and predicted / true area from the summed
-    TP / FP / FN, per-fold pooled Dice, per-image Dice on the fluid scans, CPU minutes."""
+    TP / FP / FN, per-fold pooled Dice, per-image Dice on the fluid scans, pooled Dice on
+    the noisy condition (val_scores_noisy.csv; None where a fold has none), CPU minutes."""
     import pandas as pd
 
     from oct_seg.metrics import pooled_from_table
@@ -316,11 +321,15 @@ def experiment_row(name: str, results: Path) -> dict | None:
         scans = pd.concat(tables, ignore_index=True)
         c = pooled_from_table(scans)
         fluid = scans[scans["truth_pixels"] > 0]
+        noisy = [results / recipe / f"fold_{k}" / "val_scores_noisy.csv" for k in sorted(folds)]
         row[key] = {"pooled_dice": c["dice"], "precision": c["tp"] / (c["tp"] + c["fp"]),
                     "sensitivity": c["tp"] / (c["tp"] + c["fn"]),
                     "area_ratio": (c["tp"] + c["fp"]) / (c["tp"] + c["fn"]),
                     "image_dice_fluid_mean": float(fluid["dice"].mean()),
                     "per_fold_pooled": [pooled_from_table(t)["dice"] for t in tables],
+                    "noisy_pooled_dice": pooled_from_table(pd.concat(
+                        [pd.read_csv(f) for f in noisy], ignore_index=True))["dice"]
+                    if all(f.is_file() for f in noisy) else None,
                     "cpu_min": recipe_row(recipe, results, folds)["cpu_min"]}
     return row
 
@@ -330,13 +339,15 @@ def experiments_markdown(rows: list) -> str:
     lines = ["Recipe experiments: one change to a base recipe, scored on the folds both have "
              "finished (the same held-out B-scans); the base recipe's value in brackets.", "",
              "| experiment | folds | pooled Dice | per fold | precision | sensitivity | "
-             "predicted / true area | per-image Dice, fluid scans | CPU min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "predicted / true area | per-image Dice, fluid scans | pooled Dice, noisy "
+             "B-scans | CPU min |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         e, b = r["experiment"], r["base"]
 
         def cell(key, fmt="{:.3f}"):
-            return f"{fmt.format(e[key])} ({fmt.format(b[key])})"
+            shown = ["n/a" if v[key] is None else fmt.format(v[key]) for v in (e, b)]
+            return f"{shown[0]} ({shown[1]})"
 
         per_fold = ", ".join(f"{x:.3f} ({y:.3f})"
                              for x, y in zip(e["per_fold_pooled"], b["per_fold_pooled"]))
@@ -344,7 +355,7 @@ def experiments_markdown(rows: list) -> str:
                      f"{', '.join(map(str, r['folds']))} | {cell('pooled_dice')} | {per_fold} | "
                      f"{cell('precision')} | {cell('sensitivity')} | "
                      f"{cell('area_ratio', '{:.2f}')} | {cell('image_dice_fluid_mean')} | "
-                     f"{cell('cpu_min', '{:.0f}')} |")
+                     f"{cell('noisy_pooled_dice')} | {cell('cpu_min', '{:.0f}')} |")
     return "\n".join(lines) + "\n"
 
 

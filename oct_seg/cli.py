@@ -120,6 +120,9 @@ def _add_train(sub):
     p.add_argument("--batch-size", type=_positive_int, help="batch size per device")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, weights, augmentation")
+    p.add_argument("--augment-noise", type=float, metavar="S",
+                   help="add Gaussian noise of std U(0, S) to each training sample (images in "
+                        "[0, 1]) so the model also segments noisy B-scans; default 0 (none)")
     p.add_argument("--model-kwargs", metavar="JSON",
                    help='builder arguments as JSON, e.g. \'{"filter_num": [16, 32, 64]}\'')
     p.add_argument("--loss-kwargs", metavar="JSON", help="loss arguments as JSON")
@@ -182,6 +185,7 @@ def _train(args):
                     epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, bn_momentum=_momentum(args.bn_momentum),
                     precision=args.precision, deterministic=args.deterministic or None,
+                    augment_noise=args.augment_noise,
                     model_kwargs=_json_arg(args.model_kwargs, "--model-kwargs"),
                     loss_kwargs=_json_arg(args.loss_kwargs, "--loss-kwargs"))
     config.update({k: v for k, v in optional.items() if v is not None})

@@ -165,6 +165,9 @@ def test_accuracy_experiment_is_scored_beside_its_base_on_shared_folds(tmp_path)
             lines += [f"s{i},{t},{p},{2 * tp / (t + p)}" for i, (t, p, tp) in enumerate(rows)]
             (out / "val_scores.csv").write_text("\n".join(lines) + "\n")
             (out / "cpu.json").write_text(json.dumps({"cpu_s": 120.0}))
+    # the noisy condition: the experiment's fold 1 has it (TP 5, FP 5, FN 25), the base not
+    (tmp_path / name / "fold_1" / "val_scores_noisy.csv").write_text(
+        "name,truth_pixels,pred_pixels,dice\ns0,30,10,0.25\n")
     assert accuracy.experiment_row("ours_unet8_bal", tmp_path) is None   # nothing finished
     row = accuracy.experiment_row(name, tmp_path)
     assert row["folds"] == [1]   # fold 0 of the base has no partner
@@ -174,8 +177,10 @@ def test_accuracy_experiment_is_scored_beside_its_base_on_shared_folds(tmp_path)
     assert e["area_ratio"] == pytest.approx(25 / 30) and b["area_ratio"] == pytest.approx(1.0)
     assert b["pooled_dice"] == pytest.approx(40 / 60) and e["image_dice_fluid_mean"] == 0.6
     assert e["cpu_min"] == b["cpu_min"] == 2.0
+    assert e["noisy_pooled_dice"] == pytest.approx(10 / 40) and b["noisy_pooled_dice"] is None
     text = accuracy.experiments_markdown([row])
-    assert "| 0.545 (0.667) | 0.545 (0.667) | 0.600 (0.667) | 0.500 (0.667) | 0.83 (1.00) |" in text
+    assert ("| 0.545 (0.667) | 0.545 (0.667) | 0.600 (0.667) | 0.500 (0.667) | 0.83 (1.00) | "
+            "0.600 (0.667) | 0.250 (n/a) | 2 (2) |") in text
 
 
 def test_error_anatomy_locates_false_and_missed_fluid():

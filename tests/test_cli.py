@@ -204,7 +204,7 @@ def test_train_command(tmp_path, capsys):
                 "--out", str(tmp_path / out), *extra]
 
     good = ("--folds", "1", "--devices", "cpu:2", "--bn-momentum", "0.9", "--precision",
-            "mixed_bfloat16")  # MirroredStrategy, bf16
+            "mixed_bfloat16", "--augment-noise", "0.05")  # MirroredStrategy, bf16
     # a bad option fails before anything is written, so the corrected command is not refused
     # as "a different configuration" of a half-made run
     _fails(capsys, argv("run", *good, kwargs='{"filter_num": [4, 8], "nope": 1}'),
@@ -217,11 +217,13 @@ def test_train_command(tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())["config"]
     assert config["n_folds"] == 1 and config["model_kwargs"]["filter_num"] == [4, 8]
     assert config["bn_momentum"] == 0.9 and config["precision"] == "mixed_bfloat16"
+    assert config["augment_noise"] == 0.05
     capsys.readouterr()
     _fails(capsys, argv("r2", "--fold", "7"), "--fold 7")
     _fails(capsys, argv("r3", kwargs="{bad"), "--model-kwargs is not valid JSON")
     _fails(capsys, argv("r4", "--devices", "cpu:x"), "--devices cpu:x")
-    assert not any((tmp_path / r).exists() for r in ("r2", "r3", "r4"))
+    _fails(capsys, argv("r5", "--augment-noise", "-0.1"), "augment_noise must be >= 0")
+    assert not any((tmp_path / r).exists() for r in ("r2", "r3", "r4", "r5"))
 
 
 def test_data_duke_command(tmp_path, monkeypatch, capsys):

@@ -54,7 +54,8 @@ def test_same_seed_same_batches_other_seed_and_epoch_differ():
     images, masks = _phantoms(4)
 
     def build(seed):
-        return make_dataset(images, masks, (48, 48), batch_size=2, training=True, seed=seed, noise_std=0.02)
+        return make_dataset(images, masks, (48, 48), batch_size=2, training=True, seed=seed,
+                            augment=Augment(noise=0.02))
 
     a, b, c = build(7), build(7), build(8)
     a1, a2 = _batches(a), _batches(a)
@@ -146,9 +147,26 @@ def test_noise_in_eval_and_training_modes():
     (xn, _), = _batches(make_dataset(grey, masks, (32, 32), batch_size=2, noise_std=0.1, seed=4,
                                      names=["a", "b"]))
     np.testing.assert_allclose(xn[1, ..., 0], add_gaussian_noise(grey[1], 0.1, (4, "b")), atol=1e-6)
-    (xt, _), = _batches(make_dataset(grey, masks, (32, 32), batch_size=2, training=True, augment=False,
-                                     noise_std=0.1, seed=4))
-    assert abs((xt - 0.5).std() - 0.1) < 0.01
+    with pytest.raises(ValueError, match="Augment"):          # training noise is an augmentation
+        make_dataset(grey, masks, (32, 32), training=True, noise_std=0.1)
+
+
+def test_training_noise_std_is_drawn_per_sample():
+    # 400 flat grey samples with Augment(noise=0.1) only: each sample's noise std is one draw
+    # of U(0, 0.1) (measured on 32 x 32 = 1024 pixels: +-2 % of itself), so the 400 measured
+    # stds spread evenly over [0, 0.1]: mean 0.05, deciles near 0.01 ... 0.09
+    grey = [np.full((32, 32), 0.5, np.float32)] * 400
+    masks = [np.zeros((32, 32), np.uint8)] * 400
+    noisy = Augment(rotation=0, shift=0, crop=1.0, flip=False, brightness=0, contrast=0,
+                    gamma=0, noise=0.1)
+    (x, _), = _batches(make_dataset(grey, masks, (32, 32), batch_size=400, training=True,
+                                    augment=noisy, seed=4))
+    stds = (x[..., 0] - 0.5).reshape(400, -1).std(axis=1)
+    assert stds.max() < 0.1 * 1.1 and stds.min() < 0.01
+    np.testing.assert_allclose(stds.mean(), 0.05, atol=0.005)
+    np.testing.assert_allclose(np.quantile(stds, [0.1, 0.5, 0.9]), [0.01, 0.05, 0.09], atol=0.01)
+    with pytest.raises(ValueError, match="noise"):
+        Augment(noise=-0.1)
 
 
 def test_bad_arguments():
@@ -225,7 +243,7 @@ def test_patch_larger_than_scan_is_zero_padded_and_same_seed_repeats():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(patch_size=(0, 8)), "patch_size"), (dict(foreground=1.5), "foreground"),
-    (dict(batch_size=0), "batch_size"), (dict(noise_std=-1), "noise_std"),
+    (dict(batch_size=0), "batch_size"),
     (dict(augment="yes"), "augment")])
 def test_patch_dataset_bad_arguments(kwargs, match):
     images, masks = _phantoms(1, (32, 32))

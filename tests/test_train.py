@@ -57,6 +57,8 @@ def test_config_json_round_trip_and_errors():
         TrainConfig(learning_rate=-1)  # blamed noise_std too
     with pytest.raises(ValueError, match=r"^unknown loss 'bogus'; choose one of \["):
         TrainConfig(loss="bogus")
+    with pytest.raises(ValueError, match=r"^augment_noise 0.1 needs augment=True$"):
+        TrainConfig(augment=False, augment_noise=0.1)
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -19,7 +19,10 @@ Policy:
   Then intensity (image only): gamma exp(U(-g, g)) [g = log 1.25], contrast factor U(1-c, 1+c)
   about the scan's mean intensity before augmentation (computed once in numpy, so no
   run-to-run float differences from parallel reductions) [c = 0.2], brightness + U(-b, b) [b = 0.1], clipped to [0, 1];
-  optional additive Gaussian noise (``noise_std``), clipped.
+  optional additive Gaussian noise of std U(0, n) per sample [n = 0: off], clipped. Drawing
+  the std per sample (not one fixed std) shows the network clean and noisy B-scans alike, so
+  it can learn to segment both (a network trained on clean Spectralis B-scans only marks no
+  fluid at all on the noisy test condition; BENCHMARKS.md).
 * Determinism: every random draw is stateless; the per-element seed is (a draw of
   ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``, element index), so each
   epoch differs, and two pipelines built with the same seed give the same batches: masks
@@ -60,11 +63,12 @@ class Augment:
     brightness: float = 0.1     # additive, U(-b, b)
     contrast: float = 0.2       # factor U(1-c, 1+c) about the scan's mean intensity
     gamma: float = math.log(1.25)  # exponent exp(U(-g, g))
+    noise: float = 0.0          # additive Gaussian noise, std U(0, noise) per sample (0: off)
 
     def __post_init__(self):
         if not 0.0 < self.crop <= 1.0:
             raise ValueError(f"crop must be in (0, 1], got {self.crop}")
-        for field in ("rotation", "shift", "brightness", "contrast", "gamma"):
+        for field in ("rotation", "shift", "brightness", "contrast", "gamma", "noise"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
 
@@ -182,7 +186,7 @@ def _affine(seed, height, width, aug: Augment):
     return tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])
 
 
-def _augment(seed, x, y, mean, aug: Augment, noise_std: float):
+def _augment(seed, x, y, mean, aug: Augment):
     """Jointly warp x (H, W, 1) and y (H, W, 1) or one-hot (H, W, C) then change x's intensity
     (contrast about ``mean``, the scan's precomputed mean); stateless, element-wise ops only
     after the warp."""
@@ -205,8 +209,10 @@ def _augment(seed, x, y, mean, aug: Augment, noise_std: float):
         x = (x - mean) * factor + mean
     if aug.brightness > 0:
         x = x + tf.random.stateless_uniform([], seeds[3], -aug.brightness, aug.brightness)
-    if noise_std > 0:
-        x = x + tf.random.stateless_normal(tf.shape(x), seeds[4], stddev=noise_std)
+    if aug.noise > 0:
+        std = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(
+            seeds[4], 1), 0.0, aug.noise)
+        x = x + tf.random.stateless_normal(tf.shape(x), seeds[4], stddev=std)
     return tf.clip_by_value(x, 0.0, 1.0), y
 
 
@@ -256,7 +262,8 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
     images / masks: sequences of (H, W) arrays (sizes may differ), images float in [0, 1],
     masks integer labels (n_labels 1: non-zero = fluid; else class ids, y one-hot).
     training=True applies ``augment`` (True for the default ``Augment()``, False for none, or
-    an ``Augment``) and noise_std as an augmentation; training=False with noise_std > 0 builds the seeded noisy test condition.
+    an ``Augment``; its ``noise`` adds Gaussian noise). noise_std > 0 (training=False only)
+    builds the seeded noisy test condition.
     shuffle: None -> same as training. masks=None yields x only. names: scan names; when
     given, the noisy test condition seeds each scan with (seed, name) (as
     oct_seg.evaluate does), else with (seed, index).
@@ -273,6 +280,9 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    if training and noise_std > 0:
+        raise ValueError("noise_std is the noisy test condition (training=False); for noisy "
+                         "training samples pass augment=Augment(noise=...)")
     if augment is True:
         augment = Augment()
     elif augment is False or augment is None:
@@ -300,16 +310,16 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
         shuffle = training
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    if training and (augment is not None or noise_std > 0):
-        aug = augment or Augment(rotation=0, shift=0, crop=1.0, flip=False, brightness=0, contrast=0, gamma=0)
+    if training and augment is not None:
+        aug = augment
         rand = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
         def apply(item, draw):
             index, data = item
             element_seed = tf.stack([draw, index])
             if masks is None:
-                return _augment(element_seed, data[0], tf.zeros_like(data[0]), data[1], aug, noise_std)[0]
-            x_aug, y_aug = _augment(element_seed, data[0], _target(data[2], n_labels), data[1], aug, noise_std)
+                return _augment(element_seed, data[0], tf.zeros_like(data[0]), data[1], aug)[0]
+            x_aug, y_aug = _augment(element_seed, data[0], _target(data[2], n_labels), data[1], aug)
             return x_aug, y_aug
 
         ds = tf.data.Dataset.zip(ds, rand).map(apply, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -362,7 +372,7 @@ def _crop_patch(seed, x, y, patch, foreground: float):
 
 
 def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4,
-                       augment=True, foreground: float = 0.5, noise_std: float = 0.0,
+                       augment=True, foreground: float = 0.5,
                        seed: int = 0, n_labels: int = 1) -> tf.data.Dataset:
     """Endless-epoch training set of native-resolution patches: x (B, ph, pw, 1), y
     (B, ph, pw, n_labels) (one-hot class ids for n_labels > 1, as make_dataset).
@@ -399,8 +409,6 @@ def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= foreground <= 1.0:
         raise ValueError(f"foreground must be a probability in [0, 1], got {foreground}")
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     if augment is True:
         augment = Augment()
     elif augment is False or augment is None:
@@ -419,8 +427,7 @@ def make_patch_dataset(images, masks, patch_size=(256, 768), batch_size: int = 4
     def sample(item, draw):
         index, (image, mean, mask) = item
         seeds = tf.random.experimental.stateless_split(tf.stack([draw, index]), num=2)
-        image, mask = _augment(seeds[0], image, _target(mask, n_labels), mean, augment,
-                               noise_std)
+        image, mask = _augment(seeds[0], image, _target(mask, n_labels), mean, augment)
         return _crop_patch(seeds[1], image, mask, (ph, pw), foreground)
 
     ds = tf.data.Dataset.zip(ds, rand).map(sample, num_parallel_calls=AUTOTUNE,

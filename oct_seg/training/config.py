@@ -55,7 +55,11 @@ class TrainConfig:
     run (None = all). n_folds == 1 trains one deployment model on every subject (with
     checkpoint "best", a held-out share ``val_fraction`` of the subjects is kept aside to
     choose the epoch). noise_std: std of the additive Gaussian noise of the noisy test
-    condition (images in [0, 1]; 0 = no noisy condition). deterministic: TF op determinism.
+    condition (images in [0, 1]; 0 = no noisy condition). augment: the pipeline's training
+    augmentation (oct_seg.data.pipeline.Augment). augment_noise: additive Gaussian noise on
+    the training samples, std drawn U(0, augment_noise) per sample (0, the default: none; a
+    network trained without it marks no fluid on the noisy condition; needs augment).
+    deterministic: TF op determinism.
     bn_momentum: "auto" (recipe.bn_momentum: ~one epoch of batches), a float, or None (the
     builder's 0.99). prior_bias: start the output bias at the fluid prior (recipe).
     precision: "float32", "mixed_bfloat16" or "mixed_float16" (oct_seg.precision); the saved
@@ -80,6 +84,7 @@ class TrainConfig:
     patience: int = 10
     noise_std: float = 0.1
     augment: bool = True
+    augment_noise: float = 0.0
     deterministic: bool = False
     threshold: float = 0.5
     bn_momentum: float | str | None = "auto"
@@ -110,6 +115,11 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not float(self.noise_std) >= 0:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std!r}")
+        if not float(self.augment_noise) >= 0:
+            raise ValueError(f"augment_noise must be >= 0, got {self.augment_noise!r}")
+        self.augment, self.augment_noise = bool(self.augment), float(self.augment_noise)
+        if self.augment_noise > 0 and not self.augment:
+            raise ValueError(f"augment_noise {self.augment_noise} needs augment=True")
         if self.folds is not None:
             folds = sorted({int(k) for k in np.atleast_1d(self.folds)})
             if not folds or folds[0] < 0 or folds[-1] >= self.n_folds:

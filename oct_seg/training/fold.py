@@ -19,7 +19,7 @@ import numpy as np
 
 from oct_seg import distribute
 from oct_seg._keras_compat import prepare_distributed_fit
-from oct_seg.data.pipeline import make_dataset, make_patch_dataset
+from oct_seg.data.pipeline import Augment, make_dataset, make_patch_dataset
 from oct_seg.evaluate import evaluate_conditions, predict_probabilities
 from oct_seg.io import remove_stale_temps, write_csv, write_json
 from oct_seg.loading import load_model
@@ -119,12 +119,13 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, strategy=None,
 
 def _training_data(config: TrainConfig, train, global_batch: int, seed: int):
     """The tf.data training set of the configured mode (native patches or resized scans)."""
+    augment = Augment(noise=config.augment_noise) if config.augment else False
     if config.native:
         return make_patch_dataset(train.images, train.masks, config.patch_size, global_batch,
-                                  augment=config.augment, foreground=config.foreground,
+                                  augment=augment, foreground=config.foreground,
                                   seed=seed, n_labels=train.n_labels)
     return make_dataset(train.images, train.masks, image_size=config.image_size,
-                        batch_size=global_batch, training=True, augment=config.augment,
+                        batch_size=global_batch, training=True, augment=augment,
                         seed=seed, shuffle=True, n_labels=train.n_labels)
 
 
