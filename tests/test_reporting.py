@@ -191,7 +191,14 @@ def test_full_settings_are_the_default_recipe_over_the_ten_experiments():
     unet, swin = full[("unet", "dice")], full[("swin_unet", "dice")]
     assert unet.native and unet.patch_size == (256, 768) and unet.epochs == 60
     assert unet.n_folds == 5 and unet.checkpoint == "last" and unet.noise_std == 0.1
+    assert unet.augment_noise == 0.1   # else the noisy B-scans get no fluid (Table 4 zeros)
     table = R.setting_differences(unet)
+    assert table.loc["noisy condition", "ours"].endswith(
+        "models trained with Gaussian noise of std U(0, 0.1) added to each training patch, "
+        "scored on clean and on noisy scans")
+    clean_only = dataclasses.replace(unet, augment_noise=0.0)
+    assert R.setting_differences(clean_only).loc["noisy condition", "ours"].endswith(
+        "models trained on clean scans, scored on noisy ones")
     assert table.loc["resolution", "ours"].startswith("native pixel spacing: 256 x 768")
     assert "[16, 32, 64, 128, 256]" in table.loc["widths", "ours"]
     assert table.loc["normalisation", "ours"].startswith("batch norm, momentum 1 - 1 /")

@@ -286,7 +286,7 @@ def compare_with_paper(ours: pd.DataFrame, table: str) -> pd.DataFrame:
 
 
 def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), TensorFlow CPU",
-                        wall_minutes=None, train_on_noisy=False) -> pd.DataFrame:
+                        wall_minutes=None) -> pd.DataFrame:
     """What differs between our runs and the paper's protocol, as a two-column table.
 
     config: a TrainConfig (or its dict) of our runs.
@@ -333,8 +333,11 @@ def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), Te
          f"{cfg['batch_size']}, augmentation {'on' if cfg['augment'] else 'off'}"),
         ("noisy condition", "Gaussian noise added in the pixel domain, std not stated",
          f"seeded additive Gaussian noise, std {cfg['noise_std']} on [0, 1] images, added at "
-         "the original size; " + ("models trained on noisy scans" if train_on_noisy else
-                                   "models trained on clean scans, scored on noisy ones")),
+         "the original size; " + (
+             f"models trained with Gaussian noise of std U(0, {cfg['augment_noise']}) added to "
+             "each training patch, scored on clean and on noisy scans"
+             if cfg.get("augment_noise", 0) > 0 else
+             "models trained on clean scans, scored on noisy ones")),
         ("metric", "Dice, Jaccard (train and validation); averaging over B-scans not stated",
          "per-image mean at original size (empty truth + empty prediction skipped), mean ± "
          "sample std over folds; also pooled (TP/FP/FN summed per fold)"),

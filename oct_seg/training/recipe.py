@@ -35,6 +35,11 @@ real B-scans that every network and loss learns under it.
   moving statistics average over about one epoch of batches. Keras' 0.99 remembers ~100 steps:
   after the ~200 steps of a short run the moving variance still carries ~15 % of its initial
   1.0, and the model in inference mode marked whole B-scans as fluid.
+* Schedule length (TrainConfig.epochs, 60 epochs of one patch per training B-scan, Adam 1e-3
+  with a warm-up epoch and cosine decay): 120 epochs fit the training patches better
+  (last-epoch training Dice 0.74 against 0.67-0.70) but not the held-out patients (8-128
+  U-Net, folds 0 and 1 of the accuracy benchmark: pooled Dice 0.714 -> 0.709, per-image
+  0.618 -> 0.592; bench/accuracy.py's ``ours_unet8_long``), at twice the cost.
 * Overlap losses over the whole batch (``per_image=False``; nnU-Net's batch Dice): a
   per-image Dice scores an all-zero output perfectly on every fluid-free B-scan (26 of 88),
   and the networks collapsed to it within ~5 epochs.
