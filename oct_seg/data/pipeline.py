@@ -311,15 +311,14 @@ def make_dataset(images, masks, image_size=(512, 512), batch_size: int = 2, trai
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if training and augment is not None:
-        aug = augment
         rand = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
         def apply(item, draw):
             index, data = item
             element_seed = tf.stack([draw, index])
             if masks is None:
-                return _augment(element_seed, data[0], tf.zeros_like(data[0]), data[1], aug)[0]
-            x_aug, y_aug = _augment(element_seed, data[0], _target(data[2], n_labels), data[1], aug)
+                return _augment(element_seed, data[0], tf.zeros_like(data[0]), data[1], augment)[0]
+            x_aug, y_aug = _augment(element_seed, data[0], _target(data[2], n_labels), data[1], augment)
             return x_aug, y_aug
 
         ds = tf.data.Dataset.zip(ds, rand).map(apply, num_parallel_calls=AUTOTUNE, deterministic=True)
