@@ -1,6 +1,6 @@
 """Where a cross-validated recipe's errors lie: its fold models on their held-out B-scans.
 
-    .venv/bin/python bench/error_anatomy.py --recipe ours_unet8
+    .venv/bin/python bench/error_anatomy.py --recipe ours_unet
 
 For every fold of RECIPE that bench/accuracy.py finished (RESULTS/RECIPE/fold_K/val_scores.csv)
 and whose model is still in RUNS (RUNS/RECIPE/fold_K/model.keras; models are not committed),

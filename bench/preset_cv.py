@@ -1,6 +1,6 @@
 """The cross_validation block of a preset's preset.json, from the accuracy benchmark's folds.
 
-    .venv/bin/python bench/preset_cv.py bench/results/accuracy/ours_unet8 > cross_validation.json
+    .venv/bin/python bench/preset_cv.py bench/results/accuracy/ours_unet > cross_validation.json
     oct-seg presets make ... --metadata cross_validation.json
 
 Reads every finished fold's val_scores.csv (one row per held-out B-scan) and writes JSON:

@@ -130,8 +130,7 @@ def test_accuracy_table_pools_the_folds_every_recipe_finished(tmp_path):
                                               else {})
             (out / "cpu.json").write_text(json.dumps(cpu))
     done = {n: accuracy.finished_folds(n, tmp_path) for n in accuracy.TRAINED}
-    assert done == {"ours_unet": {0, 1}, "kuc_unet": {0}, "ours_unet8": set(),
-                    "ours_transunet": set()}
+    assert done == {"ours_unet": {0, 1}, "kuc_unet": {0}, "ours_transunet": set()}
     row = accuracy.recipe_row("ours_unet", tmp_path, {0})   # kuc_unet has fold 0 only
     assert row["pooled_dice"] == pytest.approx(2 * 8 / (2 * 8 + 2 + 2 + 4))
     assert row["fp_pixels_fluid_free"] == 4 and row["fluid_free_scans_with_fp"] == 1

@@ -192,6 +192,7 @@ def test_full_settings_are_the_default_recipe_over_the_ten_experiments():
     assert unet.native and unet.patch_size == (256, 768) and unet.epochs == 60
     assert unet.n_folds == 5 and unet.checkpoint == "last" and unet.noise_std == 0.1
     assert unet.augment_noise == 0.1   # else the noisy B-scans get no fluid (Table 4 zeros)
+    assert unet.precision == "mixed_bfloat16"
     table = R.setting_differences(unet)
     assert table.loc["noisy condition", "ours"].endswith(
         "models trained with Gaussian noise of std U(0, 0.1) added to each training patch, "
@@ -200,9 +201,12 @@ def test_full_settings_are_the_default_recipe_over_the_ten_experiments():
     assert R.setting_differences(clean_only).loc["noisy condition", "ours"].endswith(
         "models trained on clean scans, scored on noisy ones")
     assert table.loc["resolution", "ours"].startswith("native pixel spacing: 256 x 768")
-    assert "[16, 32, 64, 128, 256]" in table.loc["widths", "ours"]
+    assert "[8, 16, 32, 64, 128]" in table.loc["widths", "ours"]
     assert table.loc["normalisation", "ours"].startswith("batch norm, momentum 1 - 1 /")
     assert table.loc["cross-validation", "ours"] == "5-fold CV split by patient"
+    assert table.loc["hardware", "ours"].endswith("mixed_bfloat16 compute (float32 weights)")
+    assert "compute" not in R.setting_differences(clean_only.to_dict() | {
+        "precision": "float32"}).loc["hardware", "ours"]
     assert R.setting_differences(swin).loc["normalisation", "ours"] == "no batch norm"
     resized = R.setting_differences(R.experiment_configs(
         [("unet", "dice")], R.network_kwargs("QUICK"), **R.SETTINGS["QUICK"])[("unet", "dice")])

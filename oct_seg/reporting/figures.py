@@ -103,7 +103,7 @@ def write_example_predictions(run_dir, k: int, data_dir, dest=None) -> list[Path
     the fold's folder), when fold k held that scan out; returns the paths written.
 
     These small files let segmentation_grid draw the figure after the model is gone (models
-    are not committed, and retraining one costs about a CPU-hour)."""
+    are not committed, and retraining one costs half a CPU-hour or more)."""
     from PIL import Image as PILImage
 
     run = RunDir(run_dir)

@@ -127,9 +127,10 @@ setting of the runs shown beside the paper's.
   Table 1 (no epoch count for Tables 3-4), Python 3.9 on two GeForce GTX 1080 Ti GPUs. Ours
   (FULL, oct_seg's default recipe, `oct_seg/training/recipe.py`): native pixel spacing
   (256 x 768 patches for training, whole 496 x 768 B-scans predicted, so a 2-pixel cyst stays
-  2 pixels), 16-256 filters over 5 levels (TransUNet: the same CNN with the paper's Table 2
-  transformer; Swin-UNet 16 channels, 3 levels), 60 epochs of 17-20 steps on a 2-core CPU,
-  1-1.5 CPU-hours per U-Net fold (BENCHMARKS.md, Accuracy). **The paper's widths and
+  2 pixels), 8-128 filters over 5 levels (TransUNet: the same CNN with the paper's Table 2
+  transformer; Swin-UNet 16 channels, 3 levels), 60 epochs of 17-20 steps on a 2-core CPU
+  in mixed_bfloat16, ~33 CPU minutes per U-Net fold (BENCHMARKS.md, Accuracy; twice the
+  width, 16-256, scored no higher there at ~2x the time). **The paper's widths and
   512 x 512 do not fit 2 cores:** BENCHMARKS.md measures training of the paper-width U-Net
   at 512 x 512 at ~0.05 B-scans per second (~20 minutes per epoch of 66 training B-scans,
   ~20 h per 60-epoch fold, ~1000 h for the 50 folds), against ~0.9 per second for our widths

@@ -342,7 +342,9 @@ def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), Te
          "per-image mean at original size (empty truth + empty prediction skipped), mean ± "
          "sample std over folds; also pooled (TP/FP/FN summed per fold)"),
         ("hardware", "two GeForce GTX 1080 Ti GPUs, Python 3.9",
-         hardware + ("" if wall_minutes is None else f"; wall time {wall_minutes:.0f} min")),
+         hardware + ("" if cfg.get("precision", "float32") == "float32" else
+                     f", {cfg['precision']} compute (float32 weights)")
+         + ("" if wall_minutes is None else f"; wall time {wall_minutes:.0f} min")),
     ]
     return pd.DataFrame(rows, columns=["aspect", "paper", "ours"]).set_index("aspect")
 

@@ -5,19 +5,23 @@ does not: each default below fixes a way the first defaults failed on real B-sca
 88 Spectralis B-scans of 8 DME patients, 26 of them fluid-free, fluid ~0.9 % of the pixels).
 Every value can be overridden through TrainConfig (model_kwargs, loss_kwargs, bn_momentum,
 prior_bias); the values a fold used are stored in its trained.json ("recipe").
-What the recipe reaches: BENCHMARKS.md, section Accuracy (the 8-128 U-Net on the benchmark's
+What the recipe reaches: BENCHMARKS.md, section Accuracy (its U-Net on the benchmark's
 5 patient-wise folds: pooled Dice 0.715 on the 88 held-out B-scans, per fold 0.707, 0.718,
-0.792, 0.626, 0.619, per-image Dice 0.59 on the fluid-positive ones, 60 epochs; the 16-256
-U-Net under the earlier ReLU recipe: 0.712 on fold 0). tests/test_recipe_learns.py checks on
-real B-scans that every network and loss learns under it.
+0.792, 0.626, 0.619, per-image Dice 0.59 on the fluid-positive ones, 60 epochs, ~33 CPU
+minutes a fold in mixed_bfloat16). tests/test_recipe_learns.py checks on real B-scans that
+every network and loss learns under it.
 
-* Network widths (``network_kwargs``): CPU-sized, 16 channels at full resolution doubling to
-  256 (TransUNet: the same CNN with the paper's Table 2 transformer). The paper's widths
-  (64 ... 1024) cost ~16x the time per B-scan: ~1 h per epoch of the Duke set on 2 cores.
-  Swin-UNet: 16 channels, 3 levels, MLP 64 (4x the width, Swin's ratio): with the builder's
-  4 levels and MLP 512 it stayed below 0.06 training Dice for 24 epochs of real patches
-  (3 patients, 128 x 384); with these values it learnt (0.15-0.19). Presets (e.g.
-  ``transunet_paper``) keep their own widths.
+* Network widths (``network_kwargs``): CPU-sized, 8 channels at full resolution doubling to
+  128 (TransUNet: the same CNN with the paper's Table 2 transformer). Twice the width
+  (16-256, the recipe's default until measured; 4x the multiply-adds, ~2x the training time
+  on 2 cores) did not raise held-out Dice: pooled Dice 0.599 / 0.586 against 0.626 / 0.619
+  on folds 3 / 4 of the accuracy benchmark (bench/accuracy.py's ``ours_unet16``), and 0.712
+  against 0.711 on fold 0 under the earlier ReLU recipe. The paper's widths (64 ... 1024)
+  cost ~16x the 16-256 time per B-scan: ~1 h per epoch of the Duke set on 2 cores.
+  Swin-UNet: 16 channels (``SWIN_FILTERS_BEGIN``), 3 levels, MLP 64 (4x the width, Swin's
+  ratio): with the builder's 4 levels and MLP 512 it stayed below 0.06 training Dice for 24
+  epochs of real patches (3 patients, 128 x 384); with these values it learnt (0.15-0.19).
+  Presets (e.g. ``transunet_paper``) keep their own widths.
 * Batch norm on (``batch_norm=True`` where the builder has it): without normalisation the
   networks sat at the all-background output for the whole run (issue 11: Dice 0.000 for
   11 epochs, then early stopping).
@@ -87,7 +91,9 @@ import numpy as np
 from oct_seg.losses import LOSSES, pos_weight_from_fraction, pos_weight_from_masks
 from oct_seg.models.registry import MODELS
 
-CPU_FILTERS = [16, 32, 64, 128, 256]
+CPU_FILTERS = [8, 16, 32, 64, 128]
+# Swin-UNet's level-0 width: no narrower than 16, where it was checked to learn
+SWIN_FILTERS_BEGIN = 16
 # convolution activation of every builder that takes one (Keras' LeakyReLU, slope 0.3)
 ACTIVATION = "LeakyReLU"
 
@@ -100,8 +106,8 @@ NETWORK_KWARGS = {
     "transunet": dict(filter_num=CPU_FILTERS),   # transformer: the builder's Table 2 values
     # 3 levels, MLP 4x the level-0 width (Swin's ratio): with the builder's 4 levels and
     # MLP 512 (32x) Swin-UNet stayed below 0.06 training Dice for 24 epochs on real patches
-    "swin_unet": dict(filter_num_begin=CPU_FILTERS[0], depth=3, num_heads=[2, 4, 4],
-                      window_size=[4, 2, 2], num_mlp=4 * CPU_FILTERS[0]),
+    "swin_unet": dict(filter_num_begin=SWIN_FILTERS_BEGIN, depth=3, num_heads=[2, 4, 4],
+                      window_size=[4, 2, 2], num_mlp=4 * SWIN_FILTERS_BEGIN),
 }
 
 
