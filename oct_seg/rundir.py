@@ -30,10 +30,12 @@ import dataclasses
 import importlib.metadata
 import shutil
 import json
+import os
 import platform
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -193,15 +195,45 @@ class RunDir:
         """The TrainConfig fields stored in config.json."""
         return self.read_record()["config"]
 
-    def write_config(self, config: dict, data_dir) -> None:
+    def write_config(self, config: dict, data_dir, folder=None) -> None:
         """config.json: the TrainConfig fields, the data folder, package versions, the time
-        and the call that reruns (resumes) this run."""
-        write_json(self.config, {
+        and the call that reruns (resumes) this run. folder: write it there instead (a
+        scratch folder that :meth:`create` renames to this run's)."""
+        write_json(Path(folder or self.path) / self.config.name, {
             "config": config, "data_dir": str(data_dir), "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "rerun": f"oct_seg.train(data_dir={str(data_dir)!r}, run_dir={str(self.path)!r}, "
                      "**config)",
             "argv": sys.argv})
+
+    def create(self, config: dict, data_dir, splits: list) -> bool:
+        """Make this run folder with its config.json and splits.json in one step; False (and
+        nothing written) when another process made it first.
+
+        The files are written to a scratch folder beside it, which is then renamed to the
+        run's path (a rename fails when that is a non-empty folder), so no other process
+        ever sees the folder without its config.json: two ``--fold`` calls started together
+        on a new run folder both proceed (the loser checks the winner's config.json like a
+        resumed run's)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        scratch.mkdir()   # not mkdtemp: the run folder keeps the umask's permissions
+        try:
+            write_splits(scratch / self.splits.name, splits)
+            self.write_config(config, data_dir, folder=scratch)
+            try:
+                self.path.rmdir()  # an empty run folder: not every OS renames onto one
+            except OSError:
+                pass
+            try:
+                os.rename(scratch, self.path)
+            except OSError:
+                if self.is_empty():
+                    raise
+                return False
+            return True
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def read_splits(self) -> list:
         return read_splits(self.splits)

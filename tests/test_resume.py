@@ -116,3 +116,55 @@ def test_sigkill_mid_training_then_same_command_completes(tmp_path):
     summary = pd.read_csv(run / "summary.csv")
     assert {"fold_0", "fold_1"} <= set(summary.columns)
     assert summary.loc[summary.metric == "dice", ["fold_0", "fold_1"]].notna().all().all()
+
+
+def test_fold_calls_started_together_on_a_new_run_folder_both_proceed(tmp_path):
+    """Two ``--fold`` calls started at once on a new run folder (two trainings on two cores):
+    the second used to find the folder non-empty without config.json ("not a run directory")
+    and fail. Threads released together, 25 times: each call must pass, one config.json."""
+    import threading
+
+    from oct_seg.training.config import TrainConfig
+    from oct_seg.training.run import _prepare_run_dir
+    from oct_seg.rundir import RunDir
+
+    config, data = TrainConfig(model="unet", n_folds=2), tmp_path / "data"
+    splits = [{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["a"]}]
+    for i in range(25):
+        run, gate, errors = RunDir(tmp_path / f"run{i}"), threading.Barrier(2), []
+
+        def call():
+            gate.wait()
+            try:
+                _prepare_run_dir(run, data, config, splits, overwrite=False)
+            except Exception as err:  # noqa: BLE001 - collected and reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, f"attempt {i}: {errors}"
+        assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "splits.json"]
+        assert run.read_config()["n_folds"] == 2 and run.read_splits() == splits
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch
+
+
+def test_new_run_folder_refuses_another_configuration_made_first(tmp_path):
+    """The loser of the race checks the winner's run like a resumed one: same config passes,
+    another config is refused naming the difference; an empty folder is taken over."""
+    from oct_seg.training.config import TrainConfig
+    from oct_seg.training.run import _prepare_run_dir
+    from oct_seg.rundir import RunDir
+
+    splits = [{"train": ["a"], "val": ["b"]}]
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()                     # an empty folder is a new run
+    assert run.create(TrainConfig(model="unet").to_dict(), tmp_path, splits)
+    assert not run.create(TrainConfig(model="att_unet").to_dict(), tmp_path, splits)
+    assert run.read_config()["model"] == "unet"   # the first stays, nothing of the second
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    _prepare_run_dir(run, tmp_path, TrainConfig(model="unet"), splits, overwrite=False)
+    with pytest.raises(ValueError, match="different configuration.*model: run has 'unet'"):
+        _prepare_run_dir(run, tmp_path, TrainConfig(model="att_unet"), splits, overwrite=False)

@@ -57,30 +57,31 @@ def _prepare_run_dir(run: RunDir, data_dir: Path, config: TrainConfig, splits, o
         if not run.config.is_file():
             raise ValueError(f"{run.path} is not empty and holds no config.json: not a run "
                              "directory; choose a new or empty --out folder")
-        if overwrite:
-            shutil.rmtree(run.path)
-        else:
-            old = run.read_record()
-            new_id = identity(config.to_dict())
-            old_id = identity(TrainConfig.from_dict(old["config"]).to_dict())
-            diff = {k: (old_id.get(k), new_id.get(k)) for k in new_id
-                    if old_id.get(k) != new_id.get(k)}
-            if str(Path(old["data_dir"])) != str(data_dir):
-                diff["data_dir"] = (old["data_dir"], str(data_dir))
-            if diff:
-                lines = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in diff.items())
-                raise ValueError(f"{run.path} holds a run with a different configuration "
-                                 f"({lines}). Rerun with the same settings to resume it, choose "
-                                 "another run directory, or pass overwrite=True (--overwrite) "
-                                 "to start it anew.")
-            if json.loads(json.dumps(run.read_splits())) != splits:
-                raise ValueError(f"the scans in {data_dir} no longer give the folds stored in "
-                                 f"{run.splits} (data changed); use a new run directory or "
-                                 "overwrite=True")
+        if not overwrite:
+            _check_same_run(run, data_dir, config, splits)
             return
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_splits(splits)
-    run.write_config(config.to_dict(), data_dir)
+        shutil.rmtree(run.path)
+    if not run.create(config.to_dict(), data_dir, splits):
+        _check_same_run(run, data_dir, config, splits)  # a parallel call made it first
+
+
+def _check_same_run(run: RunDir, data_dir: Path, config: TrainConfig, splits) -> None:
+    """ValueError unless RUN_DIR holds a run of the same configuration, data and folds."""
+    old = run.read_record()
+    new_id = identity(config.to_dict())
+    old_id = identity(TrainConfig.from_dict(old["config"]).to_dict())
+    diff = {k: (old_id.get(k), new_id.get(k)) for k in new_id if old_id.get(k) != new_id.get(k)}
+    if str(Path(old["data_dir"])) != str(data_dir):
+        diff["data_dir"] = (old["data_dir"], str(data_dir))
+    if diff:
+        lines = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{run.path} holds a run with a different configuration ({lines}). "
+                         "Rerun with the same settings to resume it, choose another run "
+                         "directory, or pass overwrite=True (--overwrite) to start it anew.")
+    if json.loads(json.dumps(run.read_splits())) != splits:
+        raise ValueError(f"the scans in {data_dir} no longer give the folds stored in "
+                         f"{run.splits} (data changed); use a new run directory or "
+                         "overwrite=True")
 
 
 def summarize_run(run_dir, curves: bool = True) -> pd.DataFrame:
