@@ -116,8 +116,10 @@ class PatchEmbedding(layers.Layer):
         self.embed_dim = int(embed_dim)
         self.normalize = bool(normalize)
         self.proj = layers.Conv2D(self.embed_dim, self.patch_size, strides=self.patch_size,
-                                  padding="valid", name="proj")
-        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm") if normalize else None
+                                  padding="valid", name="proj",
+                                  dtype=self.dtype_policy)
+        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm",
+                                              dtype=self.dtype_policy) if normalize else None
 
     def build(self, input_shape):
         self.proj.build(input_shape)
@@ -187,13 +189,13 @@ class _MLP(layers.Layer):
         self.num_mlp = int(num_mlp)
         self.activation_name = activation
         self.act = _activation(activation)
-        self.fc1 = layers.Dense(self.num_mlp, name="fc1")
-        self.drop = layers.Dropout(dropout)
+        self.fc1 = layers.Dense(self.num_mlp, name="fc1", dtype=self.dtype_policy)
+        self.drop = layers.Dropout(dropout, dtype=self.dtype_policy)
         self.fc2 = None
 
     def build(self, input_shape):
         self.fc1.build(input_shape)
-        self.fc2 = layers.Dense(int(input_shape[-1]), name="fc2")
+        self.fc2 = layers.Dense(int(input_shape[-1]), name="fc2", dtype=self.dtype_policy)
         self.fc2.build(tuple(input_shape[:-1]) + (self.num_mlp,))
 
     def call(self, x, training=None):
@@ -219,10 +221,11 @@ class TransformerEncoderBlock(layers.Layer):
         self.dropout = float(dropout)
         if self.num_heads < 1 or self.num_mlp < 1:
             raise ValueError(f"num_heads and num_mlp must be >= 1, got {num_heads}, {num_mlp}")
-        self.norm1 = layers.LayerNormalization(epsilon=1e-6, name="norm1")
-        self.norm2 = layers.LayerNormalization(epsilon=1e-6, name="norm2")
-        self.drop = layers.Dropout(self.dropout)
-        self.mlp = _MLP(self.num_mlp, mlp_activation, self.dropout, name="mlp")
+        self.norm1 = layers.LayerNormalization(epsilon=1e-6, name="norm1", dtype=self.dtype_policy)
+        self.norm2 = layers.LayerNormalization(epsilon=1e-6, name="norm2", dtype=self.dtype_policy)
+        self.drop = layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.mlp = _MLP(self.num_mlp, mlp_activation, self.dropout, name="mlp",
+                        dtype=self.dtype_policy)
         self.attn = None
 
     def build(self, input_shape):
@@ -235,7 +238,7 @@ class TransformerEncoderBlock(layers.Layer):
             key_dim = dim // self.num_heads
         seq_shape = (input_shape[0], None, dim)
         self.attn = layers.MultiHeadAttention(self.num_heads, key_dim, dropout=self.dropout,
-                                              name="attn")
+                                              name="attn", dtype=self.dtype_policy)
         self.attn.build(seq_shape, seq_shape)
         for sub in (self.norm1, self.norm2, self.mlp):
             sub.build(seq_shape)
@@ -284,7 +287,7 @@ class WindowAttention(layers.Layer):
         self.qkv_bias = bool(qkv_bias)
         self.dropout = float(dropout)
         self.index = relative_position_index(self.window_size)
-        self.drop = layers.Dropout(self.dropout)
+        self.drop = layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.qkv = None
         self.proj = None
 
@@ -297,9 +300,10 @@ class WindowAttention(layers.Layer):
         self.bias_table = self.add_weight(
             name="relative_position_bias", shape=((2 * ws - 1) ** 2, self.num_heads),
             initializer=keras.initializers.TruncatedNormal(stddev=0.02))
-        self.qkv = layers.Dense(3 * dim, use_bias=self.qkv_bias, name="qkv")
+        self.qkv = layers.Dense(3 * dim, use_bias=self.qkv_bias, name="qkv",
+                                  dtype=self.dtype_policy)
         self.qkv.build(input_shape)
-        self.proj = layers.Dense(dim, name="proj")
+        self.proj = layers.Dense(dim, name="proj", dtype=self.dtype_policy)
         self.proj.build(input_shape)
 
     def call(self, x, attn_mask=None, training=None):
@@ -353,12 +357,13 @@ class SwinTransformerBlock(layers.Layer):
         if not 0 <= self.shift_size < self.window_size:
             raise ValueError(f"shift_size must be in [0, window_size={self.window_size}), "
                              f"got {shift_size}")
-        self.norm1 = layers.LayerNormalization(epsilon=1e-5, name="norm1")
-        self.norm2 = layers.LayerNormalization(epsilon=1e-5, name="norm2")
+        self.norm1 = layers.LayerNormalization(epsilon=1e-5, name="norm1", dtype=self.dtype_policy)
+        self.norm2 = layers.LayerNormalization(epsilon=1e-5, name="norm2", dtype=self.dtype_policy)
         self.attn = WindowAttention(self.num_heads, self.window_size, self.qkv_bias,
-                                    self.dropout, name="attn")
-        self.mlp = _MLP(self.num_mlp, mlp_activation, self.dropout, name="mlp")
-        self.drop = layers.Dropout(self.dropout)
+                                    self.dropout, name="attn", dtype=self.dtype_policy)
+        self.mlp = _MLP(self.num_mlp, mlp_activation, self.dropout, name="mlp",
+                        dtype=self.dtype_policy)
+        self.drop = layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.norm1.build(input_shape)
@@ -402,14 +407,15 @@ class PatchMerging(layers.Layer):
     def __init__(self, out_dim=None, **kwargs):
         super().__init__(**kwargs)
         self.out_dim = None if out_dim is None else int(out_dim)
-        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm")
+        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm", dtype=self.dtype_policy)
         self.reduction = None
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
         out_dim = self.out_dim or 2 * dim
         self.norm.build((None, None, None, 4 * dim))
-        self.reduction = layers.Dense(out_dim, use_bias=False, name="reduction")
+        self.reduction = layers.Dense(out_dim, use_bias=False, name="reduction",
+                                      dtype=self.dtype_policy)
         self.reduction.build((None, None, None, 4 * dim))
 
     def call(self, x):
@@ -443,7 +449,7 @@ class PatchExpanding(layers.Layer):
         super().__init__(**kwargs)
         self.rate = _pair(rate, "rate")
         self.out_dim = None if out_dim is None else int(out_dim)
-        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm")
+        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm", dtype=self.dtype_policy)
         self.expand = None
 
     def _out_dim(self, dim):
@@ -455,7 +461,8 @@ class PatchExpanding(layers.Layer):
     def build(self, input_shape):
         out_dim = self._out_dim(int(input_shape[-1]))
         rh, rw = self.rate
-        self.expand = layers.Dense(rh * rw * out_dim, use_bias=False, name="expand")
+        self.expand = layers.Dense(rh * rw * out_dim, use_bias=False, name="expand",
+                                   dtype=self.dtype_policy)
         self.expand.build(input_shape)
         self.norm.build((None, None, None, out_dim))
 
