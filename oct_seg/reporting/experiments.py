@@ -16,8 +16,8 @@ Two roots, one folder per experiment ``<model>__<loss>`` in each (:func:`run_dir
 else it trains that fold into RUNS (resuming an interrupted one) and copies its small files to
 RESULTS. A fold costs ~0.5 CPU-hour (U-Net; more for the other networks) on 2 cores, so
 the 50 folds of the paper's tables are filled one call per fold over several sessions, each
-committing what it finished (``python -m oct_seg.reporting``). Every table, figure and test of the notebooks reads
-RESULTS only; :func:`collect_experiments` is the notebooks' call.
+committing what it finished (``python -m oct_seg.reporting``). Every table, figure and test
+of the notebooks reads RESULTS only; :func:`collect_experiments` is the notebooks' call.
 """
 from __future__ import annotations
 
@@ -44,12 +44,11 @@ PAPER_EXPERIMENTS = (*((m, "dice") for m in TABLE1_NETWORKS),
 # FULL: the default recipe (oct_seg.training.recipe: native 256 x 768 patches, widths 8-128,
 #   60 epochs of a cosine schedule, the last epoch kept) with the paper's 5 folds, computed
 #   in mixed_bfloat16 (~1.6x faster on this CPU, float32 weights; the accuracy benchmark's
-#   folds were trained so too); the noisy
-#   condition is additive Gaussian noise of std 0.1 on [0, 1] images, and the models train
-#   with Gaussian noise of std U(0, 0.1) on each patch (augment_noise): trained on clean
-#   patches only, the 8-128 U-Net marked no fluid on the noisy B-scans (pooled Dice 0.000 on
-#   the accuracy benchmark's 5 folds; 0.706 with it, clean 0.710 against 0.715),
-#   which would leave Table 4 all zeros. On the accuracy benchmark's fold 0 (U-Net)
+#   folds were trained so too). The noisy condition is additive Gaussian noise of std 0.1
+#   on [0, 1] images, and the models train with Gaussian noise of std U(0, 0.1) on each
+#   patch (augment_noise): trained on clean patches only, the 8-128 U-Net marked no fluid on
+#   the noisy B-scans (pooled Dice 0.000 on the accuracy benchmark's 5 folds; 0.706 with it,
+#   clean 0.710 against 0.715), which would leave Table 4 all zeros. On the accuracy benchmark's fold 0 (U-Net)
 #   validation Dice rose by 0.005 over the last 10 of 60 epochs.
 # QUICK: one epoch of tiny nets at 32 x 48, a smoke run of the notebooks' code; the output
 #   bias starts at 0.5 (not the fluid prior) so that such a run still marks fluid and its
