@@ -1,9 +1,11 @@
-"""Resume after a kill: the resume-state rules, and a real SIGKILL of a training process."""
+"""Resume after a kill: the resume-state rules, a real SIGKILL of a training process, and
+new run folders made by two calls at once."""
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import pandas as pd
 import pytest
 
 from oct_seg.data.phantom import write_phantom_dataset
-from oct_seg.rundir import FoldDir
-from oct_seg.training import resume_state
+from oct_seg.rundir import FoldDir, RunDir
+from oct_seg.training import TrainConfig, resume_state
+from oct_seg.training.run import _prepare_run_dir
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 EPOCHS = 3
@@ -122,12 +125,6 @@ def test_fold_calls_started_together_on_a_new_run_folder_both_proceed(tmp_path):
     """Two ``--fold`` calls started at once on a new run folder (two trainings on two cores):
     the second used to find the folder non-empty without config.json ("not a run directory")
     and fail. Threads released together, 25 times: each call must pass, one config.json."""
-    import threading
-
-    from oct_seg.training.config import TrainConfig
-    from oct_seg.training.run import _prepare_run_dir
-    from oct_seg.rundir import RunDir
-
     config, data = TrainConfig(model="unet", n_folds=2), tmp_path / "data"
     splits = [{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["a"]}]
     for i in range(25):
@@ -154,10 +151,6 @@ def test_fold_calls_started_together_on_a_new_run_folder_both_proceed(tmp_path):
 def test_new_run_folder_refuses_another_configuration_made_first(tmp_path):
     """The loser of the race checks the winner's run like a resumed one: same config passes,
     another config is refused naming the difference; an empty folder is taken over."""
-    from oct_seg.training.config import TrainConfig
-    from oct_seg.training.run import _prepare_run_dir
-    from oct_seg.rundir import RunDir
-
     splits = [{"train": ["a"], "val": ["b"]}]
     run = RunDir(tmp_path / "run")
     run.path.mkdir()                     # an empty folder is a new run
