@@ -301,7 +301,7 @@ class WindowAttention(layers.Layer):
             name="relative_position_bias", shape=((2 * ws - 1) ** 2, self.num_heads),
             initializer=keras.initializers.TruncatedNormal(stddev=0.02))
         self.qkv = layers.Dense(3 * dim, use_bias=self.qkv_bias, name="qkv",
-                                  dtype=self.dtype_policy)
+                                dtype=self.dtype_policy)
         self.qkv.build(input_shape)
         self.proj = layers.Dense(dim, name="proj", dtype=self.dtype_policy)
         self.proj.build(input_shape)

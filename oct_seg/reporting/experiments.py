@@ -48,8 +48,8 @@ PAPER_EXPERIMENTS = (*((m, "dice") for m in TABLE1_NETWORKS),
 #   on [0, 1] images, and the models train with Gaussian noise of std U(0, 0.1) on each
 #   patch (augment_noise): trained on clean patches only, the 8-128 U-Net marked no fluid on
 #   the noisy B-scans (pooled Dice 0.000 on the accuracy benchmark's 5 folds; 0.706 with it,
-#   clean 0.710 against 0.715), which would leave Table 4 all zeros. On the accuracy benchmark's fold 0 (U-Net)
-#   validation Dice rose by 0.005 over the last 10 of 60 epochs.
+#   clean 0.710 against 0.715), which would leave Table 4 all zeros. On the accuracy
+#   benchmark's fold 0 (U-Net) validation Dice rose by 0.005 over the last 10 of 60 epochs.
 # QUICK: one epoch of tiny nets at 32 x 48, a smoke run of the notebooks' code; the output
 #   bias starts at 0.5 (not the fluid prior) so that such a run still marks fluid and its
 #   tables differ between the clean and the noisy condition.
