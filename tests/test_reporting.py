@@ -389,3 +389,38 @@ def test_segmentation_grid_draws_the_saved_prediction_of_the_held_out_fold(tmp_p
     assert len(noisy) == 2
     with pytest.raises(ValueError, match="no run holds"):
         R.segmentation_grid({"absent": tmp_path / "absent"}, data)
+
+
+def test_fold_progress_and_committed_command_by_hand(tmp_path, capsys):
+    from oct_seg.reporting.__main__ import main
+
+    fold = tmp_path / "transunet__combined" / "fold_0"
+    fold.mkdir(parents=True)
+    # clean: (T=4, P=6, d=0.6) and a fluid-free scan given 2 pixels; noisy: (T=4, P=4, d=0.5)
+    # and the fluid-free scan left empty
+    clean = _scores(["x", "y"], [4, 0], [6, 2], [0.6, 0.0]).assign(subject=[7, 6])
+    noisy = _scores(["x", "y"], [4, 0], [4, 0], [0.5, np.nan]).assign(subject=[7, 6])
+    clean.to_csv(fold / "val_scores_clean.csv", index=False)
+    noisy.to_csv(fold / "val_scores_noisy.csv", index=False)
+    (fold / "trained.json").write_text(json.dumps({"epochs_run": 60, "best_epoch": 41}))
+    (fold / "fold.json").write_text(json.dumps({"fold": 0, "seconds_last_session": 1800.0}))
+    table = R.fold_progress({"combined": fold.parent, "wbce": tmp_path / "absent"},
+                            R.LOSS_LABELS)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["run"], row["fold"], row["held out"]) == (R.LOSS_LABELS["combined"], "fold_0",
+                                                          "6, 7")
+    assert (row["epochs run"], row["best epoch"], row["wall min"]) == (60, 42, 30.0)
+    assert row["pooled clean"] == pytest.approx(100 * 2 * 3 / (4 + 6 + 2))
+    assert row["pooled noisy"] == pytest.approx(50.0)
+    assert row["per-image fluid clean"] == pytest.approx(60.0)
+    assert (row["fluid-free with FP clean"], row["fluid-free with FP noisy"]) == ("1/1", "0/1")
+    md = R.markdown_table(table[["run", "best epoch", "pooled clean"]]).splitlines()
+    assert md == ["| run | best epoch | pooled clean |", "|---|---|---|",
+                  f"| {R.LOSS_LABELS['combined']} | 42 | 50.0 |"]
+
+    assert main(["--committed", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[2].startswith("| transunet__combined | fold_0 | 6, 7 | 60 | 42 |")
+    assert main(["--committed", "--results", str(tmp_path / "none")]) == 0
+    assert capsys.readouterr().out.strip() == "no fold is committed yet"

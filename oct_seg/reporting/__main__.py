@@ -1,7 +1,8 @@
-"""Fill one fold of the paper's experiments, or list the missing ones (run from the repository
-root, so that results/folds is the committed folder):
+"""Fill one fold of the paper's experiments, or list the missing or the committed ones (run
+from the repository root, so that results/folds is the committed folder):
 
     python -m oct_seg.reporting --missing
+    python -m oct_seg.reporting --committed    # per fold: best epoch, Dice, wall time (Markdown)
     python -m oct_seg.reporting --experiment transunet__combined --fold 3
 
 The second trains fold 3 of TransUNet + the combined loss with the FULL settings into
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from oct_seg.reporting.experiments import (PAPER_EXPERIMENTS, SETTINGS, experiment_configs,
                                            experiment_name, fill_fold, missing_folds,
-                                           network_kwargs)
+                                           network_kwargs, run_dir_for)
+from oct_seg.reporting.tables import fold_progress, markdown_table
 
 
 def main(argv=None) -> int:
@@ -35,11 +37,19 @@ def main(argv=None) -> int:
                    help=f"one of {', '.join(names)}")
     p.add_argument("--fold", type=int, metavar="K", help="the fold to fill (0-based)")
     p.add_argument("--missing", action="store_true", help="list the folds not committed yet")
+    p.add_argument("--committed", action="store_true",
+                   help="a Markdown table of the committed folds (fold-major): best epoch, "
+                        "validation Dice clean / noisy, wall minutes")
     args = p.parse_args(argv)
     configs = experiment_configs(PAPER_EXPERIMENTS, network_kwargs("FULL"), **SETTINGS["FULL"])
     if args.missing:
         todo = missing_folds(args.results, configs)
         print(todo.to_string(index=False) if len(todo) else "every fold is committed")
+        return 0
+    if args.committed:
+        runs = {experiment_name(*pair): run_dir_for(args.results, *pair) for pair in configs}
+        table = fold_progress(runs).sort_values("fold", kind="stable")
+        print(markdown_table(table) if len(table) else "no fold is committed yet")
         return 0
     if args.experiment is None or args.fold is None:
         p.error("give --experiment and --fold (or --missing)")

@@ -159,6 +159,54 @@ def convergence_table(run_dirs: dict, labels: dict | None = None) -> pd.DataFram
     return pd.DataFrame(rows, columns=columns)
 
 
+def fold_progress(run_dirs: dict, labels: dict | None = None) -> pd.DataFrame:
+    """One row per run and finished fold, for following the experiments while their folds
+    are committed one at a time: held-out subjects, epochs run, the best epoch (1-based, by
+    validation Dice), validation Dice (percent) of the kept model pooled over the fold's
+    scans and per-image over its fluid-positive scans, clean and noisy, the fluid-free scans
+    given any fluid, and the fold's wall minutes (fold.json). A single fold is a progress
+    report, not a result: the tables need every fold."""
+    rows = []
+    for key, run_dir in run_dirs.items():
+        for fold in RunDir(run_dir).finished_folds():
+            done = fold.read_done()
+            trained = fold.read_trained() if fold.trained.is_file() else {}
+            best = trained.get("best_epoch", done.get("best_epoch"))
+            row = {"run": (labels or {}).get(key, key), "fold": fold.name,
+                   "epochs run": trained.get("epochs_run", done.get("epochs_run")),
+                   "best epoch": None if best is None else int(best) + 1}
+            for condition in ("clean", "noisy"):
+                path = fold.scores("val", condition)
+                if not path.is_file():
+                    raise ValueError(f"{path} is missing: the fold finished without its "
+                                     f"val / {condition} scores")
+                scans = pd.read_csv(path)
+                row["held out"] = ", ".join(str(v) for v in sorted(scans["subject"].unique()))
+                s = scan_summary([scans])
+                row[f"pooled {condition}"] = 100 * s["pooled_dice"]
+                row[f"per-image fluid {condition}"] = 100 * s["image_dice_fluid_mean"]
+                row[f"fluid-free with FP {condition}"] = (
+                    f"{s['fluid_free_scans_with_fp']}/{s['n_fluid_free']}")
+            row["wall min"] = float(done.get("seconds_last_session", float("nan"))) / 60.0
+            rows.append(row)
+    columns = ["run", "fold", "held out", "epochs run", "best epoch", "pooled clean",
+               "pooled noisy", "per-image fluid clean", "per-image fluid noisy",
+               "fluid-free with FP clean", "fluid-free with FP noisy", "wall min"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 1) -> str:
+    """df as a GitHub Markdown table (floats rounded to ``digits``; index not shown), for
+    pasting a table printed by a command into a README."""
+    def cell(v):
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
+             "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in rec) + " |"
+              for rec in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def scan_scores(run_dirs: dict, condition: str = "clean", part: str = "val") -> pd.DataFrame:
     """Every scan's scores under each run, long form: one row per (run, scan) with columns
     run (the key of run_dirs), fold, and the score table's (name, subject, dice, ...,
