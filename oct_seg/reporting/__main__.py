@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         print(markdown_table(table) if len(table) else "no fold is committed yet")
         return 0
     if args.experiment is None or args.fold is None:
-        p.error("give --experiment and --fold (or --missing)")
+        p.error("give --experiment and --fold (or --missing, or --committed)")
     config = configs[names[args.experiment]]
     if not 0 <= args.fold < config.n_folds:
         p.error(f"--fold {args.fold}: must be in 0..{config.n_folds - 1}")
