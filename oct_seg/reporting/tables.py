@@ -175,13 +175,16 @@ def fold_progress(run_dirs: dict, labels: dict | None = None) -> pd.DataFrame:
             row = {"run": (labels or {}).get(key, key), "fold": fold.name,
                    "epochs run": trained.get("epochs_run", done.get("epochs_run")),
                    "best epoch": None if best is None else int(best) + 1}
+            tables = {}
             for condition in ("clean", "noisy"):
                 path = fold.scores("val", condition)
                 if not path.is_file():
                     raise ValueError(f"{path} is missing: the fold finished without its "
                                      f"val / {condition} scores")
-                scans = pd.read_csv(path)
-                row["held out"] = ", ".join(str(v) for v in sorted(scans["subject"].unique()))
+                tables[condition] = pd.read_csv(path)
+            row["held out"] = ", ".join(str(v) for v in
+                                        sorted(tables["clean"]["subject"].unique()))
+            for condition, scans in tables.items():
                 s = scan_summary([scans])
                 row[f"pooled {condition}"] = 100 * s["pooled_dice"]
                 row[f"per-image fluid {condition}"] = 100 * s["image_dice_fluid_mean"]
