@@ -117,3 +117,51 @@ def test_claim_table_reads_run_folders_and_leaves_out_runs_without_folds(tmp_pat
     assert t["verdict"].str.startswith("supported").all()
     assert S.claim_table({"ref": runs["ref"]}, "ref", "noisy").empty
     assert S.claim_table(runs, "untrained", "noisy").empty
+
+
+def _run_folder(root, name, folds):
+    """A run folder with one finished fold per item of folds: (subject, dice, truth_pixels)
+    rows written as that fold's val_scores_clean.csv."""
+    for k, rows in enumerate(folds):
+        fold = root / name / f"fold_{k}"
+        fold.mkdir(parents=True)
+        (fold / "fold.json").write_text("{}")
+        pd.DataFrame([{"name": f"s{subject}_{i}", "subject": subject, "dice": dice,
+                       "truth_pixels": truth, "pred_pixels": truth}
+                      for i, (subject, dice, truth) in enumerate(rows)]).to_csv(
+            fold / "val_scores_clean.csv", index=False)
+    return root / name
+
+
+def test_patient_dice_averages_fluid_scans_per_patient_by_hand(tmp_path):
+    # patient 1: fluid scans 0.4 and 0.8 -> 60; its fluid-free scan (NaN) is not counted;
+    # patient 2 (the second fold): one fluid scan 0.5 -> 50
+    ref = _run_folder(tmp_path, "ref", [[(1, 0.4, 10), (1, 0.8, 20), (1, np.nan, 0)],
+                                        [(2, 0.5, 30)]])
+    other = _run_folder(tmp_path, "other", [[(1, 0.7, 10), (1, 0.7, 20), (1, 0.0, 0)]])
+    table = S.patient_dice({"ref": ref, "other": other, "absent": tmp_path / "none"},
+                           labels={"ref": "Ref"})
+    assert list(table.columns) == ["Ref", "other", "absent"] and list(table.index) == [1, 2]
+    assert table["absent"].isna().all()
+    assert table.loc[1, "Ref"] == pytest.approx(60.0) and table.loc[2, "Ref"] == pytest.approx(50.0)
+    assert table.loc[1, "other"] == pytest.approx(70.0) and np.isnan(table.loc[2, "other"])
+
+
+def test_patient_tests_sign_test_by_hand():
+    # ref ahead of "a" on all 6 patients: exact two-sided p = 2 / 2^6; against "b" ahead on 4,
+    # level on 1 (not counted), behind on 1 (patient 6, by 30 points): n = 5, two-sided
+    # p = P(X >= 4) + P(X <= 1) = (5 + 1) / 2^5 + (1 + 5) / 2^5 = 0.375
+    per_patient = pd.DataFrame({"ref": [60, 70, 80, 50, 40, 30],
+                                "a": [50, 60, 70, 40, 30, 20],
+                                "b": [50, 60, 70, 40, 40, 60]}, index=[1, 2, 3, 4, 5, 6])
+    t = S.patient_tests(per_patient, "ref")
+    a, b = t.loc["ref vs a"], t.loc["ref vs b"]
+    assert (a["patients"], a["ahead"], a["behind"]) == (6, 6, 0)
+    assert a["p_sign"] == pytest.approx(2 / 64) and a["mean_diff"] == pytest.approx(10.0)
+    assert (b["ahead"], b["behind"], b["worst patient"]) == (4, 1, 6)
+    assert b["p_sign"] == pytest.approx(12 / 32) and b["worst diff"] == pytest.approx(-30.0)
+    assert b["p_sign"] == pytest.approx(stats.binomtest(4, 5).pvalue)
+    untrained = S.patient_tests(per_patient.assign(c=np.nan), "c").loc["c vs a"]
+    assert untrained["patients"] == 0 and np.isnan(untrained["p_sign"])
+    with pytest.raises(ValueError, match="no per-patient Dice for 'c'"):
+        S.patient_tests(per_patient, "c")

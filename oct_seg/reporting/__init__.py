@@ -7,7 +7,8 @@ here, so they only call functions.
     tables.py        our results beside the paper's, run facts, convergence, the committed
                      folds' progress, per-scan scores and three Dice forms, baseline,
                      setting differences
-    significance.py  paired Wilcoxon tests of the paper's claims across scans, Holm-corrected
+    significance.py  paired Wilcoxon tests of the paper's claims across scans, Holm-corrected;
+                     the same claims per patient (sign test)
     figures.py       training curves, convergence per fold, one B-scan segmented by every run
 """
 from oct_seg.reporting.experiments import (PAPER_EXPERIMENTS, SETTINGS, collect_experiments,
@@ -21,7 +22,7 @@ from oct_seg.reporting.paper import (LOSS_LABELS, NETWORK_LABELS, PAPER, PAPER_S
                                      PROTOCOL_NOTES, PUBLISHED_DUKE, STAND_INS,
                                      TABLE1_NETWORKS, TABLE3_LOSSES, paper_row)
 from oct_seg.reporting.significance import (claim_table, claim_tests, holm, paired_dice,
-                                             wilcoxon_pair)
+                                             patient_dice, patient_tests, wilcoxon_pair)
 from oct_seg.reporting.tables import (compare_with_paper, convergence_table, dice_forms,
                                       fold_progress, markdown_table, plateau_gain,
                                       pooled_scores, results_table, run_facts,
@@ -37,6 +38,6 @@ __all__ = [
     "plateau_gain", "scan_scores", "scan_summary", "dice_forms", "trivial_baseline",
     "pooled_scores", "results_table",
     "compare_with_paper", "setting_differences", "write_csv", "claim_table", "claim_tests", "paired_dice",
-    "wilcoxon_pair", "holm", "mean_history", "curves_figure", "convergence_figure",
+    "wilcoxon_pair", "holm", "patient_dice", "patient_tests", "mean_history", "curves_figure", "convergence_figure",
     "pick_example_scan", "write_example_predictions", "segmentation_grid",
 ]

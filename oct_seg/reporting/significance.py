@@ -19,6 +19,14 @@ Choices, and why:
   approximation with tie correction otherwise); the direction comes from the rank sums.
 * With fewer than MIN_PAIRS nonzero differences the test is not run: with 5 pairs the
   smallest two-sided exact p is 2 / 2^5 = 0.0625, so no result could reach ALPHA.
+
+The scans are not independent: Duke's 88 come from 8 patients (11 each), and a run that suits
+one patient's fluid wins all of that patient's scans. :func:`patient_dice` and
+:func:`patient_tests` therefore repeat each comparison with the patient as the unit: mean Dice
+over each patient's fluid-positive scans, and a two-sided sign test over the patients (with 8
+patients it reaches p < 0.05 only at 8 wins of 8: 2 / 2^8 = 0.0078; 7 of 8 gives 0.070). A
+claim that holds across scans but not across patients holds for these patients, not
+necessarily for new ones.
 """
 from __future__ import annotations
 
@@ -141,3 +149,51 @@ def claim_table(run_dirs: dict, reference, condition: str = "clean",
     return pd.concat({"all scans": claim_tests(scans, reference, others, labels),
                       "fluid scans": claim_tests(scans, reference, others, labels,
                                                  fluid_only=True)}, names=["scans"])
+
+
+def patient_dice(run_dirs: dict, condition: str = "clean",
+                 labels: dict | None = None) -> pd.DataFrame:
+    """Per-patient Dice of every run: rows subjects, one column per run of run_dirs (named by
+    labels), each cell the mean per-scan validation Dice, in percent, over that patient's
+    fluid-positive scans (fluid-free scans have no Dice of their own; paired_dice's 1/0 rule
+    would let one patient's healthy scans outweigh its fluid). Runs without a finished fold
+    have an all-NaN column (as does a patient whose fold a run has not finished), so that
+    patient_tests reports 0 patients for them instead of failing."""
+    scans = scan_scores(run_dirs, condition)
+    labels = labels or {}
+    fluid = scans[scans["truth_pixels"] > 0]
+    if fluid.empty:
+        table = pd.DataFrame(columns=list(run_dirs), dtype=float)
+    else:
+        table = fluid.pivot_table(index="subject", columns="run", values="dice",
+                                  aggfunc="mean").reindex(columns=list(run_dirs))
+    return (100.0 * table).rename(columns=lambda k: labels.get(k, k))
+
+
+def patient_tests(per_patient: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The claim "reference beats each other run" with the patient as the unit.
+
+    per_patient: patient_dice output; reference: one of its columns. One row per other
+    column: patients (both runs scored), ahead / behind (patients on which the reference's
+    mean Dice is higher / lower; equal ones count in neither), mean_diff (reference minus
+    other, percent points, averaged over patients), p_sign (two-sided exact sign test over
+    ahead + behind; NaN when no patient differs), and the patient on which the reference
+    does worst relative to the other, with that difference.
+    """
+    if reference not in per_patient.columns:
+        raise ValueError(f"no per-patient Dice for {reference!r}; "
+                         f"have {list(per_patient.columns)}")
+    rows = []
+    for other in per_patient.columns.drop(reference):
+        pair = per_patient[[reference, other]].dropna()
+        diff = np.round(pair[reference] - pair[other], 9)
+        ahead, behind = int((diff > 0).sum()), int((diff < 0).sum())
+        p = (stats.binomtest(ahead, ahead + behind).pvalue if ahead + behind
+             else float("nan"))
+        worst = diff.idxmin() if len(diff) else None
+        rows.append({"comparison": f"{reference} vs {other}", "patients": len(pair),
+                     "ahead": ahead, "behind": behind,
+                     "mean_diff": float(diff.mean()) if len(diff) else float("nan"),
+                     "p_sign": float(p), "worst patient": worst,
+                     "worst diff": float(diff.min()) if len(diff) else float("nan")})
+    return pd.DataFrame(rows).set_index("comparison")
