@@ -165,3 +165,36 @@ def test_patient_tests_sign_test_by_hand():
     assert untrained["patients"] == 0 and np.isnan(untrained["p_sign"])
     with pytest.raises(ValueError, match="no per-patient Dice for 'c'"):
         S.patient_tests(per_patient, "c")
+
+
+def test_robustness_table_tests_the_clean_to_noisy_change_per_scan(tmp_path):
+    # 8 fluid scans: "ref" keeps its Dice under noise, "other" loses 0.1 on each; 2 fluid-free
+    # scans: "other" marks fluid on them clean (score 0) and not with noise (score 1), so it
+    # "gains" 1 there while "ref" (empty both times) stays at 1.
+    truth = [100] * 8 + [0, 0]
+    base = np.linspace(0.4, 0.75, 8)
+    condition_scores = {"ref": {"clean": (np.r_[base, np.nan, np.nan], [100] * 8 + [0, 0]),
+                                "noisy": (np.r_[base, np.nan, np.nan], [100] * 8 + [0, 0])},
+                        "other": {"clean": (np.r_[base, 0.0, 0.0], [100] * 8 + [9, 9]),
+                                  "noisy": (np.r_[base - 0.1, np.nan, np.nan],
+                                            [100] * 8 + [0, 0])}}
+    runs = {}
+    for name, by_condition in condition_scores.items():
+        fold = tmp_path / name / "fold_0"
+        fold.mkdir(parents=True)
+        (fold / "fold.json").write_text("{}")
+        for condition, (dice, pred) in by_condition.items():
+            _scans(name, dice, truth, pred).drop(columns=["run", "fold"]).to_csv(
+                fold / f"val_scores_{condition}.csv", index=False)
+        runs[name] = tmp_path / name
+    t = S.robustness_table(runs, "ref", labels={"ref": "Ref"})
+    fluid = t.loc[("fluid scans", "Ref vs other")]
+    assert (fluid["n"], fluid["n_nonzero"]) == (8, 8)
+    assert fluid["median_diff"] == pytest.approx(10.0)
+    assert fluid["p"] == pytest.approx(2 / 2 ** 8)  # all 8 differences positive, exact
+    assert fluid["verdict"].startswith("supported: Ref higher")
+    every = t.loc[("all scans", "Ref vs other")]
+    d = np.r_[[0.1] * 8, -1.0, -1.0]  # ref's change minus other's, per scan
+    assert (every["n"], every["median_diff"]) == (10, pytest.approx(10.0))
+    assert every["p"] == pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    assert S.robustness_table({"ref": runs["ref"]}, "ref").empty

@@ -8,7 +8,8 @@ here, so they only call functions.
                      folds' progress, per-scan scores and three Dice forms, baseline,
                      setting differences
     significance.py  paired Wilcoxon tests of the paper's claims across scans, Holm-corrected;
-                     the same claims per patient (sign test)
+                     the same claims per patient (sign test); robustness as the per-scan
+                     clean-to-noisy change
     figures.py       training curves, convergence per fold, one B-scan segmented by every run
 """
 from oct_seg.reporting.experiments import (PAPER_EXPERIMENTS, SETTINGS, collect_experiments,
@@ -21,8 +22,9 @@ from oct_seg.reporting.figures import (convergence_figure, curves_figure, mean_h
 from oct_seg.reporting.paper import (LOSS_LABELS, NETWORK_LABELS, PAPER, PAPER_SOURCE,
                                      PROTOCOL_NOTES, PUBLISHED_DUKE, STAND_INS,
                                      TABLE1_NETWORKS, TABLE3_LOSSES, paper_row)
-from oct_seg.reporting.significance import (claim_table, claim_tests, holm, paired_dice,
-                                             patient_dice, patient_tests, wilcoxon_pair)
+from oct_seg.reporting.significance import (claim_table, claim_tests, compare_paired, holm,
+                                             paired_dice, patient_dice, patient_tests,
+                                             robustness_table, wilcoxon_pair)
 from oct_seg.reporting.tables import (compare_with_paper, convergence_table, dice_forms,
                                       fold_progress, markdown_table, plateau_gain,
                                       pooled_scores, results_table, run_facts,
@@ -38,6 +40,7 @@ __all__ = [
     "plateau_gain", "scan_scores", "scan_summary", "dice_forms", "trivial_baseline",
     "pooled_scores", "results_table",
     "compare_with_paper", "setting_differences", "write_csv", "claim_table", "claim_tests", "paired_dice",
-    "wilcoxon_pair", "holm", "patient_dice", "patient_tests", "mean_history", "curves_figure", "convergence_figure",
+    "wilcoxon_pair", "holm", "patient_dice", "patient_tests",
+    "compare_paired", "robustness_table", "mean_history", "curves_figure", "convergence_figure",
     "pick_example_scan", "write_example_predictions", "segmentation_grid",
 ]

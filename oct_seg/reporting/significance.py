@@ -110,19 +110,13 @@ def verdict(row: dict, reference: str, other: str) -> str:
     return f"not supported: {other} higher (Holm p={p:.2g}, {n})"
 
 
-def claim_tests(scans: pd.DataFrame, reference, others, labels: dict | None = None,
-                fluid_only: bool = False) -> pd.DataFrame:
-    """The claim "reference beats each of others" tested per pair on per-scan Dice.
-
-    scans: tables.scan_scores output holding every run; fluid_only: only the scans with
-    fluid in the truth. One row per other run: n, n_nonzero, median_diff (percent points,
-    reference minus other), p, p_holm (over these comparisons), verdict.
-    """
-    if fluid_only:
-        fluid = scans.groupby("name")["truth_pixels"].max() > 0
-        scans = scans[scans["name"].isin(fluid[fluid].index)]
+def compare_paired(wide: pd.DataFrame, reference, others,
+                   labels: dict | None = None) -> pd.DataFrame:
+    """Wilcoxon tests of column ``reference`` of ``wide`` (one row per scan, one column per
+    run: per-scan Dice, or any paired per-scan value) against each column of ``others``.
+    One row per other run: n, n_nonzero, median_diff (percent points, reference minus other),
+    p, p_holm (over these comparisons), verdict."""
     labels = labels or {}
-    wide = paired_dice(scans, [reference, *others])
     rows = [{"comparison": f"{labels.get(reference, reference)} vs {labels.get(o, o)}",
              **wilcoxon_pair(wide[reference], wide[o])} for o in others]
     table = pd.DataFrame(rows)
@@ -131,6 +125,29 @@ def claim_tests(scans: pd.DataFrame, reference, others, labels: dict | None = No
                         for r, o in zip(table.to_dict("records"), others)]
     table["median_diff"] = 100.0 * table["median_diff"]
     return table.drop(columns=["w_plus", "w_minus"]).set_index("comparison")
+
+
+def _empty_claims() -> pd.DataFrame:
+    """The claim / robustness table with no comparison (index: scans, comparison)."""
+    return pd.DataFrame(columns=["scans", "comparison", "n", "n_nonzero", "median_diff", "p",
+                                 "p_holm", "verdict"]).set_index(["scans", "comparison"])
+
+
+def _fluid_scans(scans: pd.DataFrame) -> pd.DataFrame:
+    fluid = scans.groupby("name")["truth_pixels"].max() > 0
+    return scans[scans["name"].isin(fluid[fluid].index)]
+
+
+def claim_tests(scans: pd.DataFrame, reference, others, labels: dict | None = None,
+                fluid_only: bool = False) -> pd.DataFrame:
+    """The claim "reference beats each of others" tested per pair on per-scan Dice.
+
+    scans: tables.scan_scores output holding every run; fluid_only: only the scans with
+    fluid in the truth. Columns as compare_paired's.
+    """
+    if fluid_only:
+        scans = _fluid_scans(scans)
+    return compare_paired(paired_dice(scans, [reference, *others]), reference, others, labels)
 
 
 def claim_table(run_dirs: dict, reference, condition: str = "clean",
@@ -143,9 +160,7 @@ def claim_table(run_dirs: dict, reference, condition: str = "clean",
     present = [key for key in run_dirs if (scans["run"] == key).any()]
     others = [key for key in present if key != reference]
     if reference not in present or not others:
-        return pd.DataFrame(columns=["scans", "comparison", "n", "n_nonzero", "median_diff",
-                                     "p", "p_holm", "verdict"]).set_index(["scans",
-                                                                           "comparison"])
+        return _empty_claims()
     return pd.concat({"all scans": claim_tests(scans, reference, others, labels),
                       "fluid scans": claim_tests(scans, reference, others, labels,
                                                  fluid_only=True)}, names=["scans"])
@@ -197,3 +212,25 @@ def patient_tests(per_patient: pd.DataFrame, reference: str) -> pd.DataFrame:
                      "p_sign": float(p), "worst patient": worst,
                      "worst diff": float(diff.min()) if len(diff) else float("nan")})
     return pd.DataFrame(rows).set_index("comparison")
+
+
+def robustness_table(run_dirs: dict, reference, labels: dict | None = None) -> pd.DataFrame:
+    """The claim "reference is the most robust to noise", tested on the change itself: per
+    scan, Dice on the noisy B-scan minus Dice on the clean one (same model, paired_dice's rule
+    for fluid-free scans), reference's change against each other run's (compare_paired; a
+    positive median_diff: the reference loses less or gains more), over all scans and over
+    the fluid-positive ones (index: scans, comparison). Over all scans a run that marks
+    false fluid on clean fluid-free scans and less of it under noise "gains" there, so the
+    fluid-scan rows are the cleaner measure. Runs without a finished fold are left out; without
+    the reference or anything to compare it with the table is empty."""
+    clean, noisy = scan_scores(run_dirs, "clean"), scan_scores(run_dirs, "noisy")
+    present = [key for key in run_dirs if (clean["run"] == key).any()]
+    others = [key for key in present if key != reference]
+    if reference not in present or not others:
+        return _empty_claims()
+    runs = [reference, *others]
+    parts = {}
+    for scans_name, select in (("all scans", lambda t: t), ("fluid scans", _fluid_scans)):
+        change = paired_dice(select(noisy), runs) - paired_dice(select(clean), runs)
+        parts[scans_name] = compare_paired(change.dropna(), reference, others, labels)
+    return pd.concat(parts, names=["scans"])
