@@ -150,6 +150,13 @@ def claim_tests(scans: pd.DataFrame, reference, others, labels: dict | None = No
     return compare_paired(paired_dice(scans, [reference, *others]), reference, others, labels)
 
 
+def _others_scored(scans: pd.DataFrame, run_dirs: dict, reference) -> list:
+    """The runs of run_dirs other than reference that have scores in ``scans`` (a finished
+    fold), in run_dirs order; empty when the reference itself has none."""
+    present = [key for key in run_dirs if (scans["run"] == key).any()]
+    return [key for key in present if key != reference] if reference in present else []
+
+
 def claim_table(run_dirs: dict, reference, condition: str = "clean",
                 labels: dict | None = None) -> pd.DataFrame:
     """The tests of one paper table: claim_tests of ``reference`` against every other run of
@@ -157,9 +164,8 @@ def claim_table(run_dirs: dict, reference, condition: str = "clean",
     fluid-positive ones (index: scans, comparison). Runs without a finished fold are left out;
     without the reference, or with nothing to compare it with, the table is empty."""
     scans = scan_scores(run_dirs, condition)
-    present = [key for key in run_dirs if (scans["run"] == key).any()]
-    others = [key for key in present if key != reference]
-    if reference not in present or not others:
+    others = _others_scored(scans, run_dirs, reference)
+    if not others:
         return _empty_claims()
     return pd.concat({"all scans": claim_tests(scans, reference, others, labels),
                       "fluid scans": claim_tests(scans, reference, others, labels,
@@ -224,9 +230,8 @@ def robustness_table(run_dirs: dict, reference, labels: dict | None = None) -> p
     fluid-scan rows are the cleaner measure. Runs without a finished fold are left out; without
     the reference or anything to compare it with the table is empty."""
     clean, noisy = scan_scores(run_dirs, "clean"), scan_scores(run_dirs, "noisy")
-    present = [key for key in run_dirs if (clean["run"] == key).any()]
-    others = [key for key in present if key != reference]
-    if reference not in present or not others:
+    others = _others_scored(clean, run_dirs, reference)
+    if not others:
         return _empty_claims()
     runs = [reference, *others]
     parts = {}
