@@ -196,26 +196,36 @@ def validate_common(filter_num, n_labels, pool=True, unpool=True, activation="Re
     _output_activation(output_activation, n_labels)
 
 
-def input_with_check(input_size, levels, context):
-    """Input layer + SizeCheck for a U-Net with `levels` resolution levels.
+def sized_input(input_size, multiple, context, name, advice):
+    """Input layer of a builder, passed through the SizeCheck of its size multiple.
 
-    input_size: (H, W, C) with H, W int or None. Returns (inputs, checked tensor).
+    input_size: (H, W, C), H and W int or None (any size); multiple: what H and W must be
+    positive multiples of; context: the network as SizeCheck's messages name it; name: prefix
+    of the two layers; advice: what a static size that does not fit can change instead (e.g.
+    "this size allows at most 3 levels"). Returns (inputs, checked tensor). Raises ValueError
+    before any layer is made, naming the size, the nearest valid ones and the advice.
     """
     if len(input_size) != 3:
         raise ValueError(f"input_size must be (height, width, channels), e.g. (512, 512, 1) or "
                          f"(None, None, 1); got {input_size!r}")
-    checker = SizeCheck(2 ** (levels - 1), context=f"{context} with {levels} levels",
-                        name=f"{context}_size_check")
+    checker = SizeCheck(multiple, context=context, name=f"{name}_size_check")
     problem = checker._problem(*input_size[:2])
     if problem:
-        known = [n for n in input_size[:2] if n is not None]
-        most = 1
-        while all(n % 2 ** most == 0 and n >= 2 ** most for n in known):
-            most += 1
-        raise ValueError(f"{problem}; this size allows at most {most} levels, or use "
-                         f"input_size=(None, None, {input_size[2]}) for any-size input")
-    inputs = keras.Input(shape=tuple(input_size), name=f"{context}_input")
+        raise ValueError(f"{problem}; {advice}, or use input_size=(None, None, {input_size[2]}) "
+                         "for any-size input")
+    inputs = keras.Input(shape=tuple(input_size), name=f"{name}_input")
     return inputs, checker(inputs)
+
+
+def input_with_check(input_size, levels, context):
+    """sized_input for a U-Net with `levels` resolution levels (multiple 2**(levels-1)); a size
+    that does not fit is told how many levels it allows."""
+    known = [n for n in input_size[:2] if n is not None]
+    most = 1
+    while known and all(n % 2 ** most == 0 and n >= 2 ** most for n in known):
+        most += 1
+    return sized_input(input_size, 2 ** (levels - 1), f"{context} with {levels} levels", context,
+                       f"this size allows at most {most} levels")
 
 
 def conv_stack(x, filters, stack_num=2, activation="ReLU", batch_norm=False, kernel_size=3,

@@ -32,7 +32,7 @@ import math
 import keras
 from keras import layers
 
-from oct_seg.models.blocks import SizeCheck, output_head
+from oct_seg.models.blocks import output_head, sized_input
 from oct_seg.models.transformer import (PatchEmbedding, PatchExpanding, PatchMerging,
                                         SwinTransformerBlock, _pair, _positive_int)
 
@@ -123,20 +123,10 @@ def build_swin_unet(input_size=(512, 512, 1), filter_num_begin=64, n_labels=1, d
                                                 stack_num_up, patch_size, num_heads,
                                                 window_size, num_mlp)
     _positive_int(n_labels, "n_labels")  # output_activation is checked by output_head
-    if len(input_size) != 3:
-        raise ValueError(f"input_size must be (height, width, channels), e.g. (512, 512, 1) or "
-                         f"(None, None, 1); got {input_size!r}")
-    multiple = size_multiple(patch, windows)
     context = (f"{name} (depth {depth}, patch {patch[0]}x{patch[1]}, windows {windows}: "
                "lcm of patch * 2**level * window)")
-    checker = SizeCheck(multiple, context=context,
-                        name=f"{name}_size_check")
-    inputs = keras.Input(shape=tuple(input_size), name=f"{name}_input")
-    try:
-        x = checker(inputs)
-    except ValueError as err:
-        raise ValueError(f"{err}; or reduce depth / window_size / patch_size, or use input_size="
-                         f"(None, None, {input_size[2]}) for any-size input") from None
+    inputs, x = sized_input(input_size, size_multiple(patch, windows), context, name,
+                            "or reduce depth / window_size / patch_size")
     x = swin_unet_base(x, filter_num_begin, depth, stack_num_down, stack_num_up, patch, heads,
                        windows, num_mlp, shift_window, name)
     out = output_head(x, n_labels, output_activation, name=f"{name}_output")

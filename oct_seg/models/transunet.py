@@ -42,7 +42,7 @@ Choices the paper leaves open (decided here):
 import keras
 from keras import layers
 
-from oct_seg.models.blocks import SizeCheck, UpsampleBilinear, output_head, validate_common
+from oct_seg.models.blocks import UpsampleBilinear, output_head, sized_input, validate_common
 from oct_seg.models.transformer import (PatchEmbedding, PositionEmbedding,
                                         TransformerEncoderBlock, _activation, _pair,
                                         _positive_int)
@@ -118,19 +118,10 @@ def build_transunet(input_size=(512, 512, 1), filter_num=(64, 128, 256, 512, 102
     """
     patch = _validate(filter_num, n_labels, embed_dim, num_mlp, num_heads, num_transformer,
                       patch_size, activation, mlp_activation, output_activation, pool, unpool)
-    if len(input_size) != 3:
-        raise ValueError(f"input_size must be (height, width, channels), e.g. (512, 512, 1) or "
-                         f"(None, None, 1); got {input_size!r}")
     levels = len(filter_num)
-    multiple = size_multiple(levels, patch)
-    checker = SizeCheck(multiple, context=f"{name} ({levels} levels, {patch}x{patch} patches)",
-                        name=f"{name}_size_check")
-    inputs = keras.Input(shape=tuple(input_size), name=f"{name}_input")
-    try:
-        x = checker(inputs)
-    except ValueError as err:
-        raise ValueError(f"{err}; or use fewer levels / a smaller patch_size, or input_size="
-                         f"(None, None, {input_size[2]}) for any-size input") from None
+    inputs, x = sized_input(input_size, size_multiple(levels, patch),
+                            f"{name} ({levels} levels, {patch}x{patch} patches)", name,
+                            "or use fewer levels / a smaller patch_size")
     x = transunet_base(x, filter_num, stack_num_down, stack_num_up, embed_dim, num_mlp,
                        num_heads, num_transformer, (patch, patch), activation, mlp_activation,
                        batch_norm, pool, unpool, name)
