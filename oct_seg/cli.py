@@ -118,7 +118,8 @@ def _add_train(sub):
                    help="keep the last epoch (default) or the best by validation Dice, with "
                         "early stopping")
     p.add_argument("--batch-size", type=_positive_int, help="batch size per device")
-    p.add_argument("--learning-rate", type=float, help="Adam learning rate")
+    p.add_argument("--learning-rate", type=float,
+                   help="Adam's peak learning rate; default the recipe's (1e-3, Swin-UNet 3e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, weights, augmentation")
     p.add_argument("--augment-noise", type=float, metavar="S",
                    help="add Gaussian noise of std U(0, S) to each training sample (images in "

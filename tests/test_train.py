@@ -234,6 +234,28 @@ def test_native_final_model_trains_on_every_subject(phantoms, tmp_path):
         TrainConfig(checkpoint="first")
 
 
+def test_learning_rate_is_the_recipes_per_network_unless_given():
+    assert TrainConfig(model="unet").learning_rate == 1e-3
+    assert TrainConfig(model="swin_unet").learning_rate == 3e-4
+    assert TrainConfig(model="transunet_cpu").learning_rate == 1e-3  # a preset: its network's
+    assert TrainConfig(model="swin_unet", learning_rate=2e-4).learning_rate == 2e-4
+    # stored resolved, so a config.json read back (or written before the per-network rates)
+    # keeps its rate
+    stored = TrainConfig(model="swin_unet").to_dict()
+    assert stored["learning_rate"] == 3e-4
+    assert TrainConfig.from_dict({**stored, "learning_rate": 1e-3}).learning_rate == 1e-3
+    # the schedule peaks at it: warm-up from 0.1 x the rate to the rate over epoch 1 (4 steps)
+    config = TrainConfig(model="swin_unet", image_size=(32, 32), epochs=5, prior_bias=False,
+                         model_kwargs=dict(filter_num_begin=8, depth=2, num_heads=[2, 2],
+                                           window_size=[2, 2], num_mlp=16, patch_size=(2, 2)))
+    optimizer = build_and_compile(config, steps_per_epoch=4).optimizer
+    rates = []
+    for step in (0, 4):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    assert rates == pytest.approx([3e-5, 3e-4])
+
+
 def test_recipe_output_prior_and_momentum_by_hand():
     from oct_seg.models.unet import build_unet
     from oct_seg.training import recipe

@@ -46,6 +46,8 @@ class TrainConfig:
     override them.
 
     epochs: fixed length of the cosine schedule; one epoch = one patch per training scan.
+    learning_rate: Adam's peak rate (after the warm-up epoch); None: the recipe's for the
+    model (recipe.learning_rate: 1e-3, Swin-UNet 3e-4), stored resolved.
     checkpoint: "last" (default) keeps the model at the end of the schedule; "best" keeps the
     epoch with the best validation Dice and stops early after ``patience`` epochs without
     improvement. "last" is the honest default: choosing the epoch on the validation patients
@@ -75,7 +77,7 @@ class TrainConfig:
     foreground: float = 0.5
     epochs: int = 60
     batch_size: int = 4
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     seed: int = 0
     n_folds: int = 5
     folds: list | None = None
@@ -111,6 +113,9 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
         if not 0.0 < float(self.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.learning_rate is None:
+            from oct_seg.training import recipe
+            self.learning_rate = recipe.learning_rate(self.model)
         if not float(self.learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not float(self.noise_std) >= 0:

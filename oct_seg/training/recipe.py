@@ -44,6 +44,20 @@ every network and loss learns under it.
   (last-epoch training Dice 0.74 against 0.67-0.70) but not the held-out patients (8-128
   U-Net, folds 0 and 1 of the accuracy benchmark: pooled Dice 0.714 -> 0.709, per-image
   0.618 -> 0.592; bench/accuracy.py's ``ours_unet8_long``), at twice the cost.
+* Learning rate (``learning_rate``, Adam's peak after the warm-up epoch): 1e-3; 2e-3
+  collapsed to all-background. Swin-UNet 3e-4: at 1e-3 it output a near-constant map
+  (training Dice 0.02-0.09, what a constant scores on fluid-oversampled patches) for the
+  first 21-37 epochs of every fold of the paper runs, and first learnt once the cosine had
+  brought the rate down to 3-7e-4 (results/folds/swin_unet__dice at commit 785412c); neither
+  twice the width (32 channels) nor float32 instead of mixed bfloat16 changed that in pilots
+  on fold 0 (training Dice <= 0.09 over 18 and 26 epochs). At 3e-4 fold 0 passed training
+  Dice 0.15 at epoch 19 (1e-3: epoch 29) and ended at 0.41 (1e-3: 0.26), with pooled held-out
+  Dice 0.39 (1e-3: 0.23) and its validation Dice plateaued (gain 0.007 over the last 10
+  epochs). Over all 5 folds at 3e-4: training Dice 0.15 passed at epochs 13-22 (1e-3: 22-38),
+  last-epoch training Dice 0.33-0.53 (1e-3: 0.22-0.45), pooled held-out Dice 0.405 over the
+  88 B-scans (1e-3: 0.316; higher on 4 folds, lower on fold 4: 0.302 against 0.393), 4 of 5
+  folds plateaued (results/README.md). The CNN-based networks pass training Dice 0.15 within
+  1-6 epochs at 1e-3.
 * Overlap losses over the whole batch (``per_image=False``; nnU-Net's batch Dice): a
   per-image Dice scores an all-zero output perfectly on every fluid-free B-scan (26 of 88),
   and the networks collapsed to it within ~5 epochs.
@@ -89,13 +103,16 @@ import keras
 import numpy as np
 
 from oct_seg.losses import LOSSES, pos_weight_from_fraction, pos_weight_from_masks
-from oct_seg.models.registry import MODELS
+from oct_seg.models.registry import MODELS, PRESETS
 
 CPU_FILTERS = [8, 16, 32, 64, 128]
 # Swin-UNet's level-0 width: no narrower than 16, where it was checked to learn
 SWIN_FILTERS_BEGIN = 16
 # convolution activation of every builder that takes one (Keras' LeakyReLU, slope 0.3)
 ACTIVATION = "LeakyReLU"
+# Adam's peak learning rate (after the warm-up epoch); per network where it differs
+LEARNING_RATE = 1e-3
+NETWORK_LEARNING_RATE = {"swin_unet": 3e-4}
 
 # builder kwargs of the recipe, per network (the user's model_kwargs override them)
 NETWORK_KWARGS = {
@@ -115,15 +132,23 @@ def _accepts(fn, name: str) -> bool:
     return name in inspect.signature(fn).parameters
 
 
+def _network(model: str) -> str:
+    """The builder name of a network or preset name."""
+    return model if model in MODELS else PRESETS[model][0]
+
+
+def learning_rate(model: str) -> float:
+    """Adam's peak learning rate for ``model`` (a network or preset name) under the recipe:
+    1e-3, Swin-UNet 3e-4 (module docstring)."""
+    return NETWORK_LEARNING_RATE.get(_network(model), LEARNING_RATE)
+
+
 def network_kwargs(model: str, user: dict | None = None) -> dict:
     """Builder kwargs for ``model`` under the recipe: CPU widths, batch norm on and LeakyReLU
     (where the builder has them), then ``user``'s kwargs on top. Presets get only batch norm
     and LeakyReLU."""
-    kwargs = dict(NETWORK_KWARGS.get(model, {}))
-    builder = MODELS.get(model)
-    if builder is None:  # a preset: its own widths
-        from oct_seg.models.registry import PRESETS
-        builder = MODELS[PRESETS[model][0]]
+    kwargs = dict(NETWORK_KWARGS.get(model, {}))  # a preset: its own widths
+    builder = MODELS[_network(model)]
     if _accepts(builder, "batch_norm"):
         kwargs["batch_norm"] = True
     if _accepts(builder, "activation"):
