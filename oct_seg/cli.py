@@ -113,7 +113,9 @@ def _add_train(sub):
     p.add_argument("--image-size", type=int, nargs="+", metavar="N",
                    help="train on B-scans resized to N x N or H x W instead of native patches "
                         "(the paper: 512 512)")
-    p.add_argument("--epochs", type=_positive_int, help="epochs (length of the schedule)")
+    p.add_argument("--epochs", type=_positive_int,
+                   help="epochs (length of the cosine schedule); default the recipe's (60, "
+                        "Swin-UNet 120)")
     p.add_argument("--checkpoint", choices=("last", "best"),
                    help="keep the last epoch (default) or the best by validation Dice, with "
                         "early stopping")

@@ -208,6 +208,12 @@ def test_full_settings_are_the_default_recipe_over_the_ten_experiments():
     assert "compute" not in R.setting_differences(clean_only.to_dict() | {
         "precision": "float32"}).loc["hardware", "ours"]
     assert R.setting_differences(swin).loc["normalisation", "ours"] == "no batch norm"
+    # the Table 1 notebook's table: U-Net's settings, naming the network that differs
+    whole = R.setting_differences(unet, others=full)
+    assert whole.loc["epochs", "ours"].startswith("60 (swin_unet: 120), the last epoch is")
+    assert whole.loc["optimiser", "ours"].startswith(
+        "Adam, lr 0.001 (swin_unet: 0.0003) with 1 warm-up epoch")
+    assert table.loc["epochs", "ours"].startswith("60, the last epoch is")
     resized = R.setting_differences(R.experiment_configs(
         [("unet", "dice")], R.network_kwargs("QUICK"), **R.SETTINGS["QUICK"])[("unet", "dice")])
     assert resized.loc["resolution", "ours"].startswith("B-scans resized to 32 x 48")

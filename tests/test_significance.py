@@ -96,6 +96,16 @@ def test_claim_tests_verdicts_and_fluid_only():
     np.testing.assert_allclose(t["p_holm"], S.holm(t["p"]))
     fluid = S.claim_tests(scans, "ref", ["worse"], fluid_only=True)
     assert fluid["n"].iloc[0] == 10
+    # a run that scored only scans s0-s5 (some folds committed) is tested on those six; the
+    # other comparisons keep all their scans
+    partial = _scans("partial", np.r_[base[:6], [np.nan] * 6], truth, [100] * 10 + [0, 0])
+    partial = partial[partial["name"].isin([f"s{i}" for i in range(6)])]
+    t = S.claim_tests(pd.concat([scans, partial]), "ref", ["worse", "partial"])
+    assert list(t["n"]) == [12, 6]
+    expected = stats.wilcoxon(base[:6] + 0.1 - base[:6], zero_method="wilcox").pvalue
+    assert t.loc["ref vs partial", "p"] == pytest.approx(expected)
+    assert t.loc["ref vs worse", "p"] == pytest.approx(S.claim_tests(
+        scans, "ref", ["worse"]).loc["ref vs worse", "p"])
 
 
 def test_claim_table_reads_run_folders_and_leaves_out_runs_without_folds(tmp_path):

@@ -234,16 +234,23 @@ def test_native_final_model_trains_on_every_subject(phantoms, tmp_path):
         TrainConfig(checkpoint="first")
 
 
-def test_learning_rate_is_the_recipes_per_network_unless_given():
-    assert TrainConfig(model="unet").learning_rate == 1e-3
-    assert TrainConfig(model="swin_unet").learning_rate == 3e-4
-    assert TrainConfig(model="transunet_cpu").learning_rate == 1e-3  # a preset: its network's
-    assert TrainConfig(model="swin_unet", learning_rate=2e-4).learning_rate == 2e-4
-    # stored resolved, so a config.json read back (or written before the per-network rates)
-    # keeps its rate
+def test_learning_rate_and_epochs_are_the_recipes_per_network_unless_given():
+    assert (TrainConfig(model="unet").learning_rate, TrainConfig(model="unet").epochs) == (
+        1e-3, 60)
+    swin = TrainConfig(model="swin_unet")
+    assert (swin.learning_rate, swin.epochs) == (3e-4, 120)
+    preset = TrainConfig(model="transunet_cpu")  # a preset: its network's
+    assert (preset.learning_rate, preset.epochs) == (1e-3, 60)
+    given = TrainConfig(model="swin_unet", learning_rate=2e-4, epochs=30)
+    assert (given.learning_rate, given.epochs) == (2e-4, 30)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        TrainConfig(model="swin_unet", epochs=0)
+    # stored resolved, so a config.json read back (or written before the per-network values)
+    # keeps its rate and length
     stored = TrainConfig(model="swin_unet").to_dict()
-    assert stored["learning_rate"] == 3e-4
-    assert TrainConfig.from_dict({**stored, "learning_rate": 1e-3}).learning_rate == 1e-3
+    assert (stored["learning_rate"], stored["epochs"]) == (3e-4, 120)
+    old = TrainConfig.from_dict({**stored, "learning_rate": 1e-3, "epochs": 60})
+    assert (old.learning_rate, old.epochs) == (1e-3, 60)
     # the schedule peaks at it: warm-up from 0.1 x the rate to the rate over epoch 1 (4 steps)
     config = TrainConfig(model="swin_unet", image_size=(32, 32), epochs=5, prior_bias=False,
                          model_kwargs=dict(filter_num_begin=8, depth=2, num_heads=[2, 2],

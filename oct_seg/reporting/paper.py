@@ -128,9 +128,10 @@ setting of the runs shown beside the paper's.
   (FULL, oct_seg's default recipe, `oct_seg/training/recipe.py`): native pixel spacing
   (256 x 768 patches for training, whole 496 x 768 B-scans predicted, so a 2-pixel cyst stays
   2 pixels), 8-128 filters over 5 levels (TransUNet: the same CNN with the paper's Table 2
-  transformer; Swin-UNet 16 channels, 3 levels), 60 epochs of 17-20 steps on a 2-core CPU
-  in mixed_bfloat16, ~33 CPU minutes per U-Net fold (BENCHMARKS.md, Accuracy; twice the
-  width, 16-256, scored no higher there at ~2x the time). **The paper's widths and
+  transformer; Swin-UNet 16 channels, 3 levels), 60 epochs of 17-20 steps (Swin-UNet 120,
+  at a peak learning rate of 3e-4 instead of 1e-3) on a 2-core CPU in mixed_bfloat16, ~33
+  CPU minutes per U-Net fold (BENCHMARKS.md, Accuracy; twice the width, 16-256, scored no
+  higher there at ~2x the time). **The paper's widths and
   512 x 512 do not fit 2 cores:** BENCHMARKS.md measures training of the paper-width U-Net
   at 512 x 512 at ~0.05 B-scans per second (~20 minutes per epoch of 66 training B-scans,
   ~20 h per 60-epoch fold, ~1000 h for the 50 folds), against ~0.9 per second for our widths

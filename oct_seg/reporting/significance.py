@@ -40,11 +40,13 @@ ALPHA = 0.05  # family-wise error rate per table (Holm)
 MIN_PAIRS = 6  # smallest n whose exact two-sided p can fall below ALPHA (2 / 2^6 = 0.031)
 
 
-def paired_dice(scans: pd.DataFrame, runs) -> pd.DataFrame:
-    """Per-scan Dice, one column per run of ``runs``, one row per scan name (scans that every
-    run scored; an empty-truth scan scores 1 with an empty prediction, else 0).
+def paired_dice(scans: pd.DataFrame, runs, complete: bool = True) -> pd.DataFrame:
+    """Per-scan Dice, one column per run of ``runs``, one row per scan name (an empty-truth
+    scan scores 1 with an empty prediction, else 0).
 
     scans: tables.scan_scores output (columns run, name, dice, truth_pixels, pred_pixels).
+    complete: keep only the scans that every run scored; False keeps every scan any run
+    scored, NaN where a run did not (a run with only some folds committed).
     """
     dice = scans["dice"].to_numpy(float)
     both_empty = (scans["truth_pixels"] == 0) & (scans["pred_pixels"] == 0)
@@ -53,7 +55,8 @@ def paired_dice(scans: pd.DataFrame, runs) -> pd.DataFrame:
     missing = [r for r in runs if r not in wide.columns]
     if missing:
         raise ValueError(f"no per-scan scores for {missing}; have {list(wide.columns)}")
-    return wide[list(runs)].dropna()
+    wide = wide[list(runs)]
+    return wide.dropna() if complete else wide.dropna(how="all")
 
 
 def wilcoxon_pair(a, b) -> dict:
@@ -113,12 +116,14 @@ def verdict(row: dict, reference: str, other: str) -> str:
 def compare_paired(wide: pd.DataFrame, reference, others,
                    labels: dict | None = None) -> pd.DataFrame:
     """Wilcoxon tests of column ``reference`` of ``wide`` (one row per scan, one column per
-    run: per-scan Dice, or any paired per-scan value) against each column of ``others``.
+    run: per-scan Dice, or any paired per-scan value) against each column of ``others``, each
+    on the scans where both columns have a value (NaN: not scored by that run).
     One row per other run: n, n_nonzero, median_diff (percent points, reference minus other),
     p, p_holm (over these comparisons), verdict."""
     labels = labels or {}
+    pairs = {o: wide[[reference, o]].dropna() for o in others}
     rows = [{"comparison": f"{labels.get(reference, reference)} vs {labels.get(o, o)}",
-             **wilcoxon_pair(wide[reference], wide[o])} for o in others]
+             **wilcoxon_pair(pairs[o][reference], pairs[o][o])} for o in others]
     table = pd.DataFrame(rows)
     table["p_holm"] = holm(table["p"]) if len(table) else []
     table["verdict"] = [verdict(r, labels.get(reference, reference), labels.get(o, o))
@@ -140,14 +145,16 @@ def _fluid_scans(scans: pd.DataFrame) -> pd.DataFrame:
 
 def claim_tests(scans: pd.DataFrame, reference, others, labels: dict | None = None,
                 fluid_only: bool = False) -> pd.DataFrame:
-    """The claim "reference beats each of others" tested per pair on per-scan Dice.
+    """The claim "reference beats each of others" tested per pair on per-scan Dice, each pair
+    on the scans both runs scored (a run with only some folds committed is compared on those).
 
     scans: tables.scan_scores output holding every run; fluid_only: only the scans with
     fluid in the truth. Columns as compare_paired's.
     """
     if fluid_only:
         scans = _fluid_scans(scans)
-    return compare_paired(paired_dice(scans, [reference, *others]), reference, others, labels)
+    wide = paired_dice(scans, [reference, *others], complete=False)
+    return compare_paired(wide, reference, others, labels)
 
 
 def _others_scored(scans: pd.DataFrame, run_dirs: dict, reference) -> list:

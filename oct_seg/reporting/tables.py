@@ -336,13 +336,29 @@ def compare_with_paper(ours: pd.DataFrame, table: str) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("")
 
 
+def _as_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def _exceptions(cfg: dict, others, field: str) -> str:
+    """" (swin_unet: 120)": the runs among ``others`` whose ``field`` differs from cfg's."""
+    differ = {}
+    for other in map(_as_dict, (others or {}).values()):
+        if other[field] != cfg[field]:
+            differ.setdefault(other["model"], other[field])
+    return f" ({'; '.join(f'{m}: {v}' for m, v in differ.items())})" if differ else ""
+
+
 def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), TensorFlow CPU",
-                        wall_minutes=None) -> pd.DataFrame:
+                        wall_minutes=None, others=None) -> pd.DataFrame:
     """What differs between our runs and the paper's protocol, as a two-column table.
 
-    config: a TrainConfig (or its dict) of our runs.
+    config: a TrainConfig (or its dict) of our runs. others: {key: TrainConfig} of the other
+    runs of the same table; the epochs and learning-rate rows name those whose values differ
+    from config's (the recipe gives Swin-UNet its own).
     """
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    cfg = _as_dict(config)
+    epochs = f"{cfg['epochs']}{_exceptions(cfg, others, 'epochs')}"
     widths = recipe_network_kwargs(cfg["model"], cfg["model_kwargs"])
     if cfg["image_size"] is None:
         ph, pw = cfg["patch_size"]
@@ -369,10 +385,10 @@ def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), Te
          f" ({n_subjects} patients: {n_subjects // cfg['n_folds']}-"
          f"{-(-n_subjects // cfg['n_folds'])} per validation fold)")),
         ("epochs", "100 for Table 1; not stated for Tables 3-4",
-         f"{cfg['epochs']}, the last epoch is the fold's model (the best epoch is reported "
+         f"{epochs}, the last epoch is the fold's model (the best epoch is reported "
          "to show the plateau, not chosen)" if cfg["checkpoint"] == "last" else
-         (f"{cfg['epochs']}, no early stopping" if cfg["patience"] >= cfg["epochs"] else
-          f"at most {cfg['epochs']} (early stopping on val Dice, patience {cfg['patience']})")
+         (f"{epochs}, no early stopping" if cfg["patience"] >= cfg["epochs"] else
+          f"at most {epochs} (early stopping on val Dice, patience {cfg['patience']})")
          + "; the best-validation-Dice epoch is the fold's model"),
         ("widths", "keras-unet-collection widths (assumed), e.g. TransUNet filter_num "
          "[64, 128, 256, 512, 1024], embed 96, MLP 384 (paper Table 2)",
@@ -380,7 +396,8 @@ def setting_differences(config, data_dir=None, hardware="2-core CPU (shared), Te
         ("normalisation", "not stated in the paper",
          f"batch norm, {momentum}" if widths.get("batch_norm") else "no batch norm"),
         ("optimiser", "not stated in the paper (nor learning rate, batch size)",
-         f"Adam, lr {cfg['learning_rate']} with 1 warm-up epoch + cosine decay, batch "
+         f"Adam, lr {cfg['learning_rate']}{_exceptions(cfg, others, 'learning_rate')} "
+         "with 1 warm-up epoch + cosine decay, batch "
          f"{cfg['batch_size']}, augmentation {'on' if cfg['augment'] else 'off'}"),
         ("noisy condition", "Gaussian noise added in the pixel domain, std not stated",
          f"seeded additive Gaussian noise, std {cfg['noise_std']} on [0, 1] images, added at "

@@ -45,7 +45,8 @@ class TrainConfig:
     momentum, output bias) are oct_seg.training.recipe's; model_kwargs / loss_kwargs
     override them.
 
-    epochs: fixed length of the cosine schedule; one epoch = one patch per training scan.
+    epochs: fixed length of the cosine schedule; one epoch = one patch per training scan;
+    None: the recipe's for the model (recipe.epochs: 60, Swin-UNet 120), stored resolved.
     learning_rate: Adam's peak rate (after the warm-up epoch); None: the recipe's for the
     model (recipe.learning_rate: 1e-3, Swin-UNet 3e-4), stored resolved.
     checkpoint: "last" (default) keeps the model at the end of the schedule; "best" keeps the
@@ -75,7 +76,7 @@ class TrainConfig:
     patch_size: tuple = (256, 768)
     image_size: tuple | None = None
     foreground: float = 0.5
-    epochs: int = 60
+    epochs: int | None = None
     batch_size: int = 4
     learning_rate: float | None = None
     seed: int = 0
@@ -102,19 +103,21 @@ class TrainConfig:
         self.foreground = float(self.foreground)
         if self.checkpoint not in CHECKPOINTS:
             raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {self.checkpoint!r}")
+        if self.model not in MODELS and self.model not in PRESETS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)} "
+                             f"or a preset {sorted(PRESETS)}")
+        from oct_seg.training import recipe
+        if self.epochs is None:
+            self.epochs = recipe.epochs(self.model)
         for name in ("epochs", "batch_size", "n_folds"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
             setattr(self, name, int(getattr(self, name)))
-        if self.model not in MODELS and self.model not in PRESETS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)} "
-                             f"or a preset {sorted(PRESETS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
         if not 0.0 < float(self.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.learning_rate is None:
-            from oct_seg.training import recipe
             self.learning_rate = recipe.learning_rate(self.model)
         if not float(self.learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")

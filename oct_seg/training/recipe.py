@@ -44,6 +44,13 @@ every network and loss learns under it.
   (last-epoch training Dice 0.74 against 0.67-0.70) but not the held-out patients (8-128
   U-Net, folds 0 and 1 of the accuracy benchmark: pooled Dice 0.714 -> 0.709, per-image
   0.618 -> 0.592; bench/accuracy.py's ``ours_unet8_long``), at twice the cost.
+  Swin-UNet 120 (``NETWORK_EPOCHS``): at its learning rate of 3e-4 over 60 epochs its
+  training Dice ended at 0.33-0.53 and the validation Dice of fold 2 of the paper runs was
+  still rising when the schedule ended (gain 0.019 over the last 10 epochs, last 0.449).
+  Over 120 epochs that fold ended at 0.600 (best 0.629 at epoch 99, its last 20 epochs
+  0.015 below the best before them: plateaued) and fold 0 at 0.534 (60 epochs: 0.390; last
+  20 epochs 0.008 below), both with training Dice 0.48 over their last 10 epochs (60
+  epochs: 0.36 on fold 2, 0.39 on fold 0). A Swin-UNet epoch costs ~19 s on 2 cores (a U-Net epoch ~33 s).
 * Learning rate (``learning_rate``, Adam's peak after the warm-up epoch): 1e-3; 2e-3
   collapsed to all-background. Swin-UNet 3e-4: at 1e-3 it output a near-constant map
   (training Dice 0.02-0.09, what a constant scores on fluid-oversampled patches) for the
@@ -56,7 +63,7 @@ every network and loss learns under it.
   epochs). Over all 5 folds at 3e-4: training Dice 0.15 passed at epochs 13-22 (1e-3: 22-38),
   last-epoch training Dice 0.33-0.53 (1e-3: 0.22-0.45), pooled held-out Dice 0.405 over the
   88 B-scans (1e-3: 0.316; higher on 4 folds, lower on fold 4: 0.302 against 0.393), 4 of 5
-  folds plateaued (results/README.md). The CNN-based networks pass training Dice 0.15 within
+  folds plateaued over 60 epochs (results/README.md). The CNN-based networks pass training Dice 0.15 within
   1-6 epochs at 1e-3.
 * Overlap losses over the whole batch (``per_image=False``; nnU-Net's batch Dice): a
   per-image Dice scores an all-zero output perfectly on every fluid-free B-scan (26 of 88),
@@ -113,6 +120,10 @@ ACTIVATION = "LeakyReLU"
 # Adam's peak learning rate (after the warm-up epoch); per network where it differs
 LEARNING_RATE = 1e-3
 NETWORK_LEARNING_RATE = {"swin_unet": 3e-4}
+# epochs of the cosine schedule (one patch per training B-scan each); per network where it
+# differs
+EPOCHS = 60
+NETWORK_EPOCHS = {"swin_unet": 120}
 
 # builder kwargs of the recipe, per network (the user's model_kwargs override them)
 NETWORK_KWARGS = {
@@ -141,6 +152,13 @@ def learning_rate(model: str) -> float:
     """Adam's peak learning rate for ``model`` (a network or preset name) under the recipe:
     1e-3, Swin-UNet 3e-4 (module docstring)."""
     return NETWORK_LEARNING_RATE.get(_network(model), LEARNING_RATE)
+
+
+def epochs(model: str) -> int:
+    """The length of the cosine schedule for ``model`` (a network or preset name) under the
+    recipe, in epochs of one patch per training B-scan: 60, Swin-UNet 120 (module
+    docstring)."""
+    return NETWORK_EPOCHS.get(_network(model), EPOCHS)
 
 
 def network_kwargs(model: str, user: dict | None = None) -> dict:
