@@ -42,9 +42,9 @@ PAPER_EXPERIMENTS = (*((m, "dice") for m in TABLE1_NETWORKS),
 
 # Training settings beyond TrainConfig's defaults.
 # FULL: the default recipe (oct_seg.training.recipe: native 256 x 768 patches, widths 8-128,
-#   60 epochs of a cosine schedule (Swin-UNet 120), the last epoch kept) with the paper's 5 folds, computed
-#   in mixed_bfloat16 (~1.6x faster on this CPU, float32 weights; the accuracy benchmark's
-#   folds were trained so too). The noisy condition is additive Gaussian noise of std 0.1
+#   60 epochs of a cosine schedule (Swin-UNet 120), the last epoch kept) with the paper's
+#   5 folds, computed in mixed_bfloat16 (~1.6x faster on this CPU, float32 weights; the
+#   accuracy benchmark's folds were trained so too). The noisy condition is additive Gaussian noise of std 0.1
 #   on [0, 1] images, and the models train with Gaussian noise of std U(0, 0.1) on each
 #   patch (augment_noise): trained on clean patches only, the 8-128 U-Net marked no fluid on
 #   the noisy B-scans (pooled Dice 0.000 on the accuracy benchmark's 5 folds; 0.706 with it,
