@@ -46,14 +46,14 @@ every network and loss learns under it.
   0.592; bench/accuracy.py's ``ours_unet8_long``), at twice the cost. Swin-UNet 120
   (``NETWORK_EPOCHS``): at its learning rate of 3e-4 over 60 epochs its training Dice ended at
   0.33-0.53 and the validation Dice of fold 2 of the paper runs was still rising when the
-  schedule ended (gain 0.019 over the last 10 epochs, last 0.449). Over 120 epochs that fold
-  ended at 0.600 (best 0.629 at epoch 99, its last 20 epochs 0.015 below the best before them:
-  plateaued) and fold 0 at 0.534 (60 epochs: 0.390; last 20 epochs 0.008 below), both with
-  training Dice 0.48 over their last 10 epochs (60 epochs: 0.36 on fold 2, 0.39 on fold 0).
-  Fold 1, run after the change, over-fitted instead: 0.422 against 0.450 over 60 epochs (best
-  0.488 at epoch 58, training Dice 0.56 over its last 10 epochs); mean over folds 0-2 0.519
-  against 0.430 (results/README.md). A Swin-UNet epoch costs ~19 s on 2 cores (a U-Net epoch
-  ~33 s).
+  schedule ended (gain 0.019 over the last 10 epochs, last 0.449). Over 120 epochs (the pilot
+  that set this value) that fold ended at 0.600 (best 0.629 at epoch 99, its last 20 epochs
+  0.015 below the best before them: plateaued) and fold 0 at 0.534 (60 epochs: 0.390; last 20
+  epochs 0.008 below), both with training Dice 0.48 over their last 10 epochs (60 epochs: 0.36
+  on fold 2, 0.39 on fold 0). Fold 1, run after fold 0, over-fitted instead: 0.422 against
+  0.450 over 60 epochs (best 0.488 at epoch 58, training Dice 0.56 over its last 10 epochs);
+  mean over folds 0-2 0.519 against 0.430 (results/README.md). A Swin-UNet epoch costs ~19 s on
+  2 cores (a U-Net epoch ~33 s).
 * Learning rate (``learning_rate``, Adam's peak after the warm-up epoch): 1e-3; 2e-3 collapsed
   to all-background. Swin-UNet 3e-4: at 1e-3 it output a near-constant map (training Dice
   0.02-0.09, what a constant scores on fluid-oversampled patches) for the first 21-37 epochs of
