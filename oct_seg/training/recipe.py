@@ -52,9 +52,9 @@ every network and loss learns under it.
   epochs 0.008 below), both with training Dice 0.48 over their last 10 epochs (60 epochs: 0.36
   on fold 2, 0.39 on fold 0). Fold 1, run after fold 0, over-fitted instead: 0.422 against
   0.450 over 60 epochs (best 0.488 at epoch 58, training Dice 0.56 over its last 10 epochs);
-  fold 3 fell too (0.214 against 0.241) and fold 4 rose (0.369 against 0.302): pooled over the 88
-  B-scans 0.471 against 0.405 (results/README.md). A Swin-UNet epoch costs ~19 s on
-  2 cores (a U-Net epoch ~33 s).
+  fold 3 fell too (0.214 against 0.241) and fold 4 rose (0.369 against 0.302): pooled over
+  the 88 B-scans 0.471 against 0.405 (results/README.md). A Swin-UNet epoch costs ~19 s on 2
+  cores (a U-Net epoch ~33 s).
 * Learning rate (``learning_rate``, Adam's peak after the warm-up epoch): 1e-3; 2e-3 collapsed
   to all-background. Swin-UNet 3e-4: at 1e-3 it output a near-constant map (training Dice
   0.02-0.09, what a constant scores on fluid-oversampled patches) for the first 21-37 epochs of
